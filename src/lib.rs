@@ -1,1 +1,12 @@
+//! ecr-token-refresh: a Kubernetes operator that keeps Amazon ECR image-pull Secrets fresh.
+//!
+//! Data flows one way: a custom resource event reaches the [`controller`], which gets a
+//! token from the [`ecr`] token source, renders the Secret with [`secret`], and writes
+//! the status. Tokens never appear in logs, events, errors or `Debug` output.
 
+pub mod api;
+pub mod controller;
+pub mod crd;
+pub mod ecr;
+pub mod secret;
+pub mod telemetry;

@@ -1,0 +1,280 @@
+//! The `ECRTokenRefresh` custom resource (`ecr.aws.edenlab.io/v1alpha1`): its spec, its
+//! status and the validation the controller applies before any AWS call.
+
+pub mod duration;
+pub mod registry;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use duration::{DurationError, parse_go_duration};
+pub use registry::{Partition, RegistryError, RegistryHost, parse_registry_host};
+
+/// API group of the custom resources.
+pub const GROUP: &str = "ecr.aws.edenlab.io";
+
+/// Desired state: which ECR registry to keep a pull Secret for, and how often to refresh it.
+///
+/// Applying the original operator's sample unchanged works:
+/// `{ecrRegistry: 123456789012.dkr.ecr.us-east-1.amazonaws.com, frequency: 8h, region: us-east-1}`
+/// yields a `kubernetes.io/dockerconfigjson` Secret named after this resource, in its
+/// namespace, owned by it.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "ecr.aws.edenlab.io",
+    version = "v1alpha1",
+    kind = "ECRTokenRefresh",
+    plural = "ecrtokenrefreshes",
+    singular = "ecrtokenrefresh",
+    shortname = "ecrtr",
+    category = "ecr",
+    namespaced,
+    status = "ECRTokenRefreshStatus",
+    doc = "Keeps a kubernetes.io/dockerconfigjson Secret holding an Amazon ECR authorization token fresh.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(name = "Registry", type_ = "string", json_path = ".spec.ecrRegistry"),
+    printcolumn(name = "Expires", type_ = "date", json_path = ".status.expiresAt"),
+    printcolumn(
+        name = "Last Refresh",
+        type_ = "date",
+        json_path = ".status.lastUpdatedTime"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ECRTokenRefreshSpec {
+    /// ECR private registry host, `<12-digit account>.dkr.ecr[-fips].<region>.amazonaws.com[.cn]`,
+    /// e.g. `123456789012.dkr.ecr.us-east-1.amazonaws.com`. The account ID is used as the
+    /// registry ID of `GetAuthorizationToken`; the host as written is the key under `auths`
+    /// in the Secret.
+    #[schemars(regex(pattern = registry::REGISTRY_HOST_PATTERN), length(max = 253))]
+    pub ecr_registry: String,
+
+    /// How often to fetch a new token, in Go duration syntax (`8h`, `1h30m`, `90m`, `1.5h`,
+    /// `300s`); must be positive. The refresh happens at the earlier of this and the token's
+    /// expiry minus a safety margin, so a long frequency never lets a token lapse
+    /// (ECR tokens live 12 hours).
+    #[schemars(regex(pattern = r"^\+?(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|ms|s|m|h))+$"))]
+    pub frequency: String,
+
+    /// AWS region of the registry, e.g. `us-east-1`; must match the region in `ecrRegistry`.
+    #[schemars(regex(pattern = r"^[a-z]{2}(-[a-z]+)+-[0-9]+$"))]
+    pub region: String,
+
+    /// Optional policy plugins, by the names the cluster owner registered in the operator's
+    /// configuration. Omitted: the built-in policies (Secret named after this resource, in
+    /// its namespace, exponential backoff).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicySpec>,
+}
+
+/// Which registered policy plugin decides each policy. A resource can only choose among
+/// plugins the operator's configuration registers; it can never load a file.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicySpec {
+    /// Plugin deciding the Secret name. Omitted: the resource's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub naming: Option<String>,
+    /// Plugin choosing the namespaces that receive the Secret. Omitted: the resource's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fanout: Option<String>,
+    /// Plugin deciding when to retry after a failure. Omitted: exponential backoff with jitter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<String>,
+    /// String parameters passed to the plugins of this resource.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub parameters: BTreeMap<String, String>,
+}
+
+/// Observed state. `phase`, `lastUpdatedTime` and `error` are kept from the original
+/// operator; `conditions` follow the Kubernetes API conventions.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ECRTokenRefreshStatus {
+    /// `Ready` (the Secret holds a fresh token) or `Failed` (see `error` and the `Ready`
+    /// condition). Absent until the first reconcile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// When the Secret was last written with a new token (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_updated_time: Option<Time>,
+    /// The last error, cleared after a success. Never contains the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When the token now in the Secret expires, as reported by ECR (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
+    /// When the operator plans the next refresh (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_refresh_time: Option<Time>,
+    /// The Secrets this resource wrote.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SecretReference>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Standard conditions; `Ready` says whether the Secret holds a fresh token.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// Coarse lifecycle phase, kept for compatibility with the original operator.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Phase {
+    /// The Secret holds a fresh token.
+    Ready,
+    /// The last attempt failed; see `error`.
+    Failed,
+}
+
+/// A Secret written by the operator.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct SecretReference {
+    /// Namespace of the Secret.
+    pub namespace: String,
+    /// Name of the Secret.
+    pub name: String,
+}
+
+/// The spec after validation: parsed values the controller works with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidSpec {
+    /// The registry host, account ID and region.
+    pub registry: RegistryHost,
+    /// `spec.frequency`, parsed.
+    pub frequency: Duration,
+}
+
+/// A spec field that failed validation. The message names the field and the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("spec.{field}: {message}")]
+pub struct SpecError {
+    /// The JSON name of the field, e.g. `frequency`.
+    pub field: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl ECRTokenRefreshSpec {
+    /// Validates the spec the way admission would, and more (the region must agree with
+    /// the host).
+    ///
+    /// # Errors
+    /// The first [`SpecError`] found, naming the field.
+    pub fn validate(&self) -> Result<ValidSpec, SpecError> {
+        let registry = parse_registry_host(&self.ecr_registry).map_err(|e| SpecError {
+            field: "ecrRegistry",
+            message: e.to_string(),
+        })?;
+        let frequency = parse_go_duration(&self.frequency).map_err(|e| SpecError {
+            field: "frequency",
+            message: e.to_string(),
+        })?;
+        if !registry::is_region(&self.region) {
+            return Err(SpecError {
+                field: "region",
+                message: format!("{:?} is not an AWS region such as us-east-1", self.region),
+            });
+        }
+        if self.region != registry.region {
+            return Err(SpecError {
+                field: "region",
+                message: format!(
+                    "{:?} does not match the region {:?} of ecrRegistry {:?}",
+                    self.region, registry.region, self.ecr_registry
+                ),
+            });
+        }
+        if let Some(policy) = &self.policy {
+            for (field, name) in [
+                ("policy.naming", &policy.naming),
+                ("policy.fanout", &policy.fanout),
+                ("policy.retry", &policy.retry),
+            ] {
+                if name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+                    return Err(SpecError {
+                        field,
+                        message: "is empty; name a registered plugin or omit the field".into(),
+                    });
+                }
+            }
+        }
+        Ok(ValidSpec {
+            registry,
+            frequency,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> ECRTokenRefreshSpec {
+        serde_yaml::from_str(
+            "ecrRegistry: 123456789012.dkr.ecr.us-east-1.amazonaws.com\nfrequency: 8h\nregion: us-east-1\n",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_original_sample_is_valid() {
+        let v = sample().validate().unwrap();
+        assert_eq!(v.frequency, Duration::from_secs(8 * 3600));
+        assert_eq!(v.registry.account_id, "123456789012");
+        assert_eq!(sample().policy, None);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let mut s = sample();
+        s.region = "us-west-2".into();
+        let e = s.validate().unwrap_err();
+        assert_eq!(e.field, "region");
+        assert!(
+            e.to_string().contains("us-west-2") && e.to_string().contains("us-east-1"),
+            "{e}"
+        );
+
+        let mut s = sample();
+        s.frequency = "0s".into();
+        assert_eq!(s.validate().unwrap_err().field, "frequency");
+
+        let mut s = sample();
+        s.ecr_registry = "docker.io".into();
+        let e = s.validate().unwrap_err();
+        assert!(e.to_string().starts_with("spec.ecrRegistry: "), "{e}");
+    }
+
+    #[test]
+    fn status_serializes_in_the_original_shape() {
+        let st = ECRTokenRefreshStatus {
+            phase: Some(Phase::Ready),
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_value(&st).unwrap(),
+            serde_json::json!({"phase": "Ready"})
+        );
+    }
+}
