@@ -1,0 +1,115 @@
+//! Resource type registry entries.
+
+/// A resource type served by the stand-in (one group/version/plural).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ResourceType {
+    /// API group, `""` for the core group.
+    pub group: String,
+    /// API version, e.g. `v1`.
+    pub version: String,
+    /// Kind, e.g. `Secret`.
+    pub kind: String,
+    /// Plural resource name, e.g. `secrets`.
+    pub plural: String,
+    /// Whether objects live in namespaces.
+    pub namespaced: bool,
+    /// Whether the type has a `/status` subresource (then `.status` is only
+    /// writable through it, and ignored on create and on main-resource writes).
+    pub has_status_subresource: bool,
+}
+
+impl ResourceType {
+    /// Convenience constructor.
+    pub fn new(
+        group: &str,
+        version: &str,
+        kind: &str,
+        plural: &str,
+        namespaced: bool,
+        has_status_subresource: bool,
+    ) -> Self {
+        Self {
+            group: group.to_string(),
+            version: version.to_string(),
+            kind: kind.to_string(),
+            plural: plural.to_string(),
+            namespaced,
+            has_status_subresource,
+        }
+    }
+
+    /// `apiVersion` of objects of this type (`v1` or `group/version`).
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// The key used by the library API and the counters:
+    /// `v1/secrets` or `group/version/plural`.
+    pub fn gvr(&self) -> String {
+        format!("{}/{}", self.api_version(), self.plural)
+    }
+
+    /// `secrets` for core types, `plural.group` otherwise (as used in messages).
+    pub(crate) fn qualified_plural(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.clone()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+
+    /// Built-in (non-CRD) types accept strategic merge patches; custom
+    /// resources answer 415 like the real API server.
+    pub(crate) fn supports_strategic_merge(&self) -> bool {
+        !self.group.contains('.') || self.group.ends_with(".k8s.io")
+    }
+
+    /// The types every `StandIn` starts with.
+    pub fn builtins() -> Vec<ResourceType> {
+        vec![
+            Self::new("", "v1", "Secret", "secrets", true, false),
+            Self::new("", "v1", "ConfigMap", "configmaps", true, false),
+            Self::new("", "v1", "Namespace", "namespaces", false, true),
+            Self::new("", "v1", "ServiceAccount", "serviceaccounts", true, false),
+            Self::new("", "v1", "Event", "events", true, false),
+            Self::new("events.k8s.io", "v1", "Event", "events", true, false),
+            Self::new("coordination.k8s.io", "v1", "Lease", "leases", true, false),
+            Self::new(
+                "apiextensions.k8s.io",
+                "v1",
+                "CustomResourceDefinition",
+                "customresourcedefinitions",
+                false,
+                true,
+            ),
+            Self::new(
+                "ecr.aws.edenlab.io",
+                "v1alpha1",
+                "ECRTokenRefresh",
+                "ecrtokenrefreshes",
+                true,
+                true,
+            ),
+            Self::new(
+                "ecr.aws.edenlab.io",
+                "v1alpha1",
+                "ClusterECRTokenRefresh",
+                "clusterecrtokenrefreshes",
+                false,
+                true,
+            ),
+        ]
+    }
+}
+
+/// Split an `apiVersion` into (group, version).
+pub(crate) fn split_api_version(api_version: &str) -> (&str, &str) {
+    match api_version.split_once('/') {
+        Some((g, v)) => (g, v),
+        None => ("", api_version),
+    }
+}

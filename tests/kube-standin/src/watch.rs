@@ -1,0 +1,230 @@
+//! Watch streams: replay from the event log, then follow it live.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use futures::Stream;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::Inner;
+use crate::error::ApiError;
+use crate::faults::lock;
+use crate::resource::ResourceType;
+use crate::selectors::Selector;
+use crate::store::{EventType, LogEntry};
+
+/// What a watch selects.
+pub(crate) struct WatchFilter {
+    pub rt: ResourceType,
+    /// `Some` only for a namespaced watch of a namespaced type.
+    pub namespace: Option<String>,
+    pub selector: Selector,
+}
+
+/// Watch request options.
+pub(crate) struct WatchOptions {
+    pub resource_version: Option<String>,
+    pub send_initial_events: bool,
+    pub bookmarks: bool,
+    pub timeout: Duration,
+}
+
+fn line(kind: &str, obj: &Value) -> Bytes {
+    let mut s = format!("{{\"type\":\"{kind}\",\"object\":");
+    s.push_str(&serde_json::to_string(obj).unwrap_or_else(|_| "{}".into()));
+    s.push_str("}\n");
+    Bytes::from(s)
+}
+
+fn bookmark(rt: &ResourceType, rv: u64, initial_end: bool) -> Bytes {
+    let mut obj = json!({
+        "apiVersion": rt.api_version(),
+        "kind": rt.kind,
+        "metadata": {"resourceVersion": rv.to_string()},
+    });
+    if initial_end {
+        obj["metadata"]["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    line("BOOKMARK", &obj)
+}
+
+impl WatchFilter {
+    fn selects_entry(&self, e: &LogEntry) -> bool {
+        e.gvr == self.rt.gvr() && (self.namespace.is_none() || e.namespace == self.namespace)
+    }
+
+    /// The event a watcher with this filter sees for a log entry, like the
+    /// real API server's cacher (selector transitions become ADDED/DELETED).
+    fn convert(&self, e: &LogEntry) -> Option<Bytes> {
+        if !self.selects_entry(e) {
+            return None;
+        }
+        let now = self.selector.matches(&e.object);
+        match e.kind {
+            EventType::Added | EventType::Deleted => now.then(|| line(e.kind.as_str(), &e.object)),
+            EventType::Modified => {
+                let before = e.old.as_ref().is_some_and(|o| self.selector.matches(o));
+                match (before, now) {
+                    (true, true) => Some(line("MODIFIED", &e.object)),
+                    (false, true) => Some(line("ADDED", &e.object)),
+                    (true, false) => {
+                        let mut old = e.old.as_deref().cloned().unwrap_or(Value::Null);
+                        old["metadata"]["resourceVersion"] = json!(e.rv.to_string());
+                        Some(line("DELETED", &old))
+                    }
+                    (false, false) => None,
+                }
+            }
+        }
+    }
+}
+
+struct WatchState {
+    inner: Arc<Inner>,
+    filter: WatchFilter,
+    cursor: u64,
+    pending: VecDeque<Bytes>,
+    bookmarks: bool,
+    bookmark_every: Duration,
+    next_bookmark: Instant,
+    deadline: Instant,
+    changes: watch::Receiver<u64>,
+    kill: watch::Receiver<u64>,
+    shutdown: Option<watch::Receiver<bool>>,
+    finished: bool,
+}
+
+enum Wake {
+    Changed,
+    Bookmark,
+    Finish,
+}
+
+async fn wait_shutdown(rx: &mut Option<watch::Receiver<bool>>) {
+    match rx {
+        Some(rx) => {
+            let _ = rx.wait_for(|v| *v).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+impl WatchState {
+    fn drain(&mut self) {
+        let store = lock(&self.inner.store);
+        match store.events_since(self.cursor) {
+            Err(oldest) => {
+                let status = ApiError {
+                    code: 410,
+                    reason: "Expired".into(),
+                    message: format!("too old resource version: {} ({})", self.cursor, oldest),
+                    details: None,
+                }
+                .to_status();
+                self.pending.push_back(line("ERROR", &status));
+                self.finished = true;
+            }
+            Ok(entries) => {
+                for e in entries {
+                    if let Some(b) = self.filter.convert(&e) {
+                        self.pending.push_back(b);
+                    }
+                }
+                self.cursor = store.current_rv();
+            }
+        }
+    }
+
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        loop {
+            if let Some(b) = self.pending.pop_front() {
+                return Some(b);
+            }
+            if self.finished {
+                return None;
+            }
+            self.changes.borrow_and_update();
+            self.drain();
+            if !self.pending.is_empty() || self.finished {
+                continue;
+            }
+            let wake = tokio::select! {
+                r = self.changes.changed() => if r.is_ok() { Wake::Changed } else { Wake::Finish },
+                _ = tokio::time::sleep_until(self.next_bookmark), if self.bookmarks => Wake::Bookmark,
+                _ = tokio::time::sleep_until(self.deadline) => Wake::Finish,
+                _ = self.kill.changed() => Wake::Finish,
+                _ = wait_shutdown(&mut self.shutdown) => Wake::Finish,
+            };
+            match wake {
+                Wake::Changed => {}
+                Wake::Bookmark => {
+                    self.pending
+                        .push_back(bookmark(&self.filter.rt, self.cursor, false));
+                    self.next_bookmark = Instant::now() + self.bookmark_every;
+                }
+                Wake::Finish => self.finished = true,
+            }
+        }
+    }
+}
+
+/// Start a watch. Errors (bad resourceVersion) are returned before streaming starts.
+pub(crate) fn start(
+    inner: Arc<Inner>,
+    filter: WatchFilter,
+    opts: WatchOptions,
+    shutdown: Option<watch::Receiver<bool>>,
+) -> Result<impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static, ApiError> {
+    let rv = opts.resource_version.as_deref().unwrap_or("");
+    let from_rv = match rv {
+        "" | "0" => None,
+        s => Some(
+            s.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {s:?}")))?,
+        ),
+    };
+    let bookmark_every = *lock(&inner.bookmark_interval);
+    let kill = inner.kill.subscribe();
+    let mut pending = VecDeque::new();
+    let (changes, cursor) = {
+        let store = lock(&inner.store);
+        let changes = store.notify.subscribe();
+        // Like the real server: no resourceVersion (or "0") starts with the
+        // current state as synthetic ADDED events; so does sendInitialEvents.
+        if from_rv.is_none() || opts.send_initial_events {
+            let ns = filter.namespace.as_deref();
+            for obj in store.list(&filter.rt, ns, &filter.selector) {
+                pending.push_back(line("ADDED", &obj));
+            }
+            let now = store.current_rv();
+            if opts.send_initial_events {
+                pending.push_back(bookmark(&filter.rt, now, true));
+            }
+            (changes, now)
+        } else {
+            (changes, from_rv.unwrap_or(0))
+        }
+    };
+    let state = WatchState {
+        inner,
+        filter,
+        cursor,
+        pending,
+        bookmarks: opts.bookmarks,
+        bookmark_every,
+        next_bookmark: Instant::now() + bookmark_every,
+        deadline: Instant::now() + opts.timeout,
+        changes,
+        kill,
+        shutdown,
+        finished: false,
+    };
+    Ok(futures::stream::unfold(state, |mut st| async move {
+        st.next_chunk().await.map(|b| (Ok(b), st))
+    }))
+}
