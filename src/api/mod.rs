@@ -60,6 +60,11 @@ pub const GROUP: &str = "ecr.aws.edenlab.io";
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self.ecrRegistry.contains('.' + self.region + '.amazonaws.com')",
+    "message": "region must match the region in ecrRegistry",
+    "fieldPath": ".region"
+}]))]
 pub struct ECRTokenRefreshSpec {
     /// ECR private registry host, `<12-digit account>.dkr.ecr[-fips].<region>.amazonaws.com[.cn]`,
     /// e.g. `123456789012.dkr.ecr.us-east-1.amazonaws.com`. The account ID is used as the
