@@ -1,0 +1,69 @@
+//! A scripted token source: a new token per call, an expiry chosen by the test, and a
+//! switch to make it fail.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use async_trait::async_trait;
+use ecr_token_refresh::ecr::{AuthorizationToken, EcrError, ErrorKind, TokenRequest, TokenSource};
+use jiff::{SignedDuration, Timestamp};
+use secrecy::SecretString;
+
+pub struct ScriptedTokens {
+    /// Every call, failed or not.
+    pub attempts: AtomicU32,
+    /// Successful calls.
+    pub calls: AtomicU32,
+    pub failing: AtomicBool,
+    pub lifetime: Mutex<SignedDuration>,
+}
+
+impl Default for ScriptedTokens {
+    fn default() -> Self {
+        Self {
+            attempts: AtomicU32::new(0),
+            calls: AtomicU32::new(0),
+            failing: AtomicBool::new(false),
+            lifetime: Mutex::new(SignedDuration::from_hours(12)),
+        }
+    }
+}
+
+impl ScriptedTokens {
+    pub fn calls(&self) -> u32 {
+        self.calls.load(Ordering::SeqCst)
+    }
+    pub fn attempts(&self) -> u32 {
+        self.attempts.load(Ordering::SeqCst)
+    }
+    pub fn fail(&self, on: bool) {
+        self.failing.store(on, Ordering::SeqCst);
+    }
+    /// The password handed out by call `n` (1-based).
+    pub fn password(n: u32) -> String {
+        format!("secret-password-{n}:with-colon")
+    }
+}
+
+#[async_trait]
+impl TokenSource for ScriptedTokens {
+    async fn authorization_token(&self, request: &TokenRequest) -> Result<AuthorizationToken, EcrError> {
+        self.attempts.fetch_add(1, Ordering::SeqCst);
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(EcrError {
+                kind: ErrorKind::Network,
+                registry_id: request.registry_id.clone(),
+                region: request.region.clone(),
+                message: "connection refused (scripted)".into(),
+            });
+        }
+        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        let lifetime = *self.lifetime.lock().unwrap();
+        Ok(AuthorizationToken {
+            username: "AWS".into(),
+            password: SecretString::from(Self::password(n)),
+            expires_at: Timestamp::now() + lifetime,
+            proxy_endpoint: None,
+        })
+    }
+}
