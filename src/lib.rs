@@ -10,3 +10,4 @@ pub mod crd;
 pub mod ecr;
 pub mod secret;
 pub mod telemetry;
+pub mod policy;

@@ -1,0 +1,1 @@
+//! `ecr-token-refresh plugin test`: run a plugin's hooks on a YAML case.
