@@ -108,6 +108,21 @@ impl Cluster {
     }
 }
 
+/// Polls `f` every 20 ms until it holds or `timeout` passes; for conditions that do not
+/// change stored state (request counters), which `StandIn::wait_for` is not woken by.
+pub async fn poll_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub fn ready_of(cr: &Value) -> Value {
     cr["status"]["conditions"]
         .as_array()
