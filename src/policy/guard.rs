@@ -53,8 +53,8 @@ pub fn check_secret_name(name: &str) -> Result<(), Violation> {
     Ok(())
 }
 
-/// Checks a fan-out answer: at most as many names as candidates, each one a
-/// candidate and allowed. Returns the chosen names, de-duplicated, in the
+/// Checks a fan-out answer: each name a candidate and allowed, and no more
+/// names than candidates. Returns the chosen names, de-duplicated, in the
 /// order of the answer.
 pub fn check_fanout<'a>(
     chosen: Vec<String>,
@@ -62,6 +62,14 @@ pub fn check_fanout<'a>(
     allowed: &dyn Fn(&str) -> bool,
 ) -> Result<Vec<String>, Violation> {
     let candidates: HashSet<&str> = candidates.into_iter().collect();
+    for name in &chosen {
+        if !candidates.contains(name.as_str()) {
+            return Err(Violation::NotACandidate(super::error::truncate(name, 253)));
+        }
+        if !allowed(name) {
+            return Err(Violation::NamespaceNotAllowed(name.clone()));
+        }
+    }
     if chosen.len() > candidates.len() {
         return Err(Violation::OutputTooLarge {
             what: "fan-out answer (names)",
@@ -70,19 +78,7 @@ pub fn check_fanout<'a>(
         });
     }
     let mut seen = HashSet::with_capacity(chosen.len());
-    let mut out = Vec::with_capacity(chosen.len());
-    for name in chosen {
-        if !candidates.contains(name.as_str()) {
-            return Err(Violation::NotACandidate(super::error::truncate(&name, 253)));
-        }
-        if !allowed(&name) {
-            return Err(Violation::NamespaceNotAllowed(name));
-        }
-        if seen.insert(name.clone()) {
-            out.push(name);
-        }
-    }
-    Ok(out)
+    Ok(chosen.into_iter().filter(|n| seen.insert(n.clone())).collect())
 }
 
 /// Bounds on retry delays, so that retries neither spin nor wait past the
