@@ -1,5 +1,7 @@
 //! Logging setup: a `tracing` subscriber writing text or JSON to stderr.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// Log output format.

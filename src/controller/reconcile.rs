@@ -43,7 +43,8 @@ pub async fn reconcile(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Result<Ac
     if cr.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let now = Timestamp::now();
+    // Whole seconds: status times are RFC 3339 seconds anyway, and messages stay readable.
+    let now = Timestamp::now().round(jiff::Unit::Second).unwrap_or_else(|_| Timestamp::now());
     let r = Reconciler {
         cr: &cr,
         ctx: &ctx,
