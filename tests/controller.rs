@@ -56,7 +56,7 @@ async fn the_sample_yields_the_exact_secret_from_moto() {
     // moto's expiry is in the past: the message says so and the schedule does not spin.
     assert!(ready["message"].as_str().unwrap().contains("already in the past"), "{ready}");
     let writes = cluster.api.counters().writes();
-    let settled = cluster.api.wait_for(std::time::Duration::from_secs(2), |api| api.counters().writes() > writes + 2).await;
+    let settled = poll_until(std::time::Duration::from_secs(2), || cluster.api.counters().writes() > writes + 2).await;
     assert!(!settled, "the controller keeps writing after the Secret is in place");
     cluster.wait_event("ecr-credentials", "Normal", "Created").await;
     running.stop().await;
@@ -114,7 +114,7 @@ async fn a_failing_token_source_keeps_the_secret_and_recovers() {
     assert!(status["expiresAt"].is_string(), "expiry of the kept token stays in status");
     // Retries go on with backoff while the Secret stays exactly as it was.
     let attempts = tokens.attempts();
-    let retried = cluster.api.wait_for(WAIT, |_| tokens.attempts() >= attempts + 2).await;
+    let retried = poll_until(WAIT, || tokens.attempts() >= attempts + 2).await;
     assert!(retried, "retries continue while the token source fails");
     assert_eq!(cluster.secret("ecr-credentials").unwrap()["data"], before["data"]);
     cluster.wait_event("ecr-credentials", "Warning", "ECRUnreachable").await;
@@ -199,7 +199,7 @@ async fn a_restart_does_not_refresh_fresh_tokens() {
     cluster.api.reset_counters();
     let running = start_controller(cluster.client.clone(), tokens.clone(), fast_settings());
     // The new controller lists and reconciles every resource (a GET of each Secret)...
-    assert!(cluster.api.wait_for(WAIT, |api| api.counters().get_count("get", SECRETS) >= 3).await);
+    assert!(poll_until(WAIT, || cluster.api.counters().get_count("get", SECRETS) >= 3).await);
     running.stop().await;
     // ...and, the tokens being fresh, fetches and writes nothing.
     assert_eq!(tokens.calls(), 3);
