@@ -14,7 +14,7 @@ pub struct ApiError {
     /// Human-readable message.
     pub message: String,
     /// `details` of the Status: (name, group, kind).
-    pub details: Option<(String, String, String)>,
+    pub details: Option<Box<(String, String, String)>>,
 }
 
 impl std::fmt::Display for ApiError {
@@ -59,7 +59,11 @@ impl ApiError {
     }
 
     fn with_details(mut self, rt: &ResourceType, name: &str) -> Self {
-        self.details = Some((name.to_string(), rt.group.clone(), rt.plural.clone()));
+        self.details = Some(Box::new((
+            name.to_string(),
+            rt.group.clone(),
+            rt.plural.clone(),
+        )));
         self
     }
 
@@ -122,7 +126,7 @@ impl ApiError {
             "reason": self.reason,
             "code": self.code,
         });
-        if let Some((name, group, kind)) = &self.details {
+        if let Some((name, group, kind)) = self.details.as_deref() {
             let mut d = json!({"name": name, "kind": kind});
             if !group.is_empty() {
                 d["group"] = json!(group);
