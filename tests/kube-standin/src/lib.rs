@@ -23,7 +23,7 @@ mod store;
 mod watch;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -48,6 +48,8 @@ pub(crate) struct Inner {
     pub(crate) kill: tokio_watch::Sender<u64>,
     pub(crate) bookmark_interval: Mutex<Duration>,
     pub(crate) verbose: AtomicBool,
+    /// Watch streams currently open (over all servers).
+    pub(crate) active_watches: AtomicUsize,
 }
 
 /// The stand-in API server state. Cheap to clone; clones share state.
@@ -85,6 +87,7 @@ impl StandIn {
                 kill: tokio_watch::Sender::new(0),
                 bookmark_interval: Mutex::new(Duration::from_secs(1)),
                 verbose: AtomicBool::new(false),
+                active_watches: AtomicUsize::new(0),
             }),
         }
     }
@@ -274,6 +277,12 @@ impl StandIn {
     /// The current global resourceVersion.
     pub fn resource_version(&self) -> u64 {
         self.with_store(|s| s.current_rv())
+    }
+
+    /// Number of watch streams currently open. Changes of this number wake
+    /// [`StandIn::wait_for`] too, so tests can wait for watches to go away.
+    pub fn active_watches(&self) -> usize {
+        self.inner.active_watches.load(Ordering::SeqCst)
     }
 
     /// End every open watch stream (as if connections dropped); clients re-watch.

@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -84,7 +85,27 @@ impl WatchFilter {
     }
 }
 
+/// Counts open watches; on drop (stream finished or client gone) it
+/// decrements and wakes `wait_for` callers.
+struct ActiveGuard(Arc<Inner>);
+
+impl ActiveGuard {
+    fn new(inner: Arc<Inner>) -> Self {
+        inner.active_watches.fetch_add(1, Ordering::SeqCst);
+        lock(&inner.store).notify.send_modify(|_| {});
+        ActiveGuard(inner)
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active_watches.fetch_sub(1, Ordering::SeqCst);
+        lock(&self.0.store).notify.send_modify(|_| {});
+    }
+}
+
 struct WatchState {
+    _active: ActiveGuard,
     inner: Arc<Inner>,
     filter: WatchFilter,
     cursor: u64,
@@ -117,7 +138,15 @@ async fn wait_shutdown(rx: &mut Option<watch::Receiver<bool>>) {
 impl WatchState {
     fn drain(&mut self) {
         let store = lock(&self.inner.store);
-        match store.events_since(self.cursor) {
+        let current = store.current_rv();
+        let result = if self.cursor > current {
+            // A resourceVersion from the future (e.g. the server was restarted):
+            // make the client re-list rather than wait for it.
+            Err(current)
+        } else {
+            store.events_since(self.cursor)
+        };
+        match result {
             Err(oldest) => {
                 let status = ApiError {
                     code: 410,
@@ -155,7 +184,7 @@ impl WatchState {
             }
             let wake = tokio::select! {
                 r = self.changes.changed() => if r.is_ok() { Wake::Changed } else { Wake::Finish },
-                _ = tokio::time::sleep_until(self.next_bookmark), if self.bookmarks => Wake::Bookmark,
+                _ = tokio::time::sleep_until(self.next_bookmark) => Wake::Bookmark,
                 _ = tokio::time::sleep_until(self.deadline) => Wake::Finish,
                 _ = self.kill.changed() => Wake::Finish,
                 _ = wait_shutdown(&mut self.shutdown) => Wake::Finish,
@@ -163,8 +192,14 @@ impl WatchState {
             match wake {
                 Wake::Changed => {}
                 Wake::Bookmark => {
-                    self.pending
-                        .push_back(bookmark(&self.filter.rt, self.cursor, false));
+                    // Without bookmarks, an empty line: clients skip it, and the
+                    // write lets the server notice a client that went away
+                    // (otherwise an idle stream would live until its timeout).
+                    self.pending.push_back(if self.bookmarks {
+                        bookmark(&self.filter.rt, self.cursor, false)
+                    } else {
+                        Bytes::from_static(b"\n")
+                    });
                     self.next_bookmark = Instant::now() + self.bookmark_every;
                 }
                 Wake::Finish => self.finished = true,
@@ -211,6 +246,7 @@ pub(crate) fn start(
         }
     };
     let state = WatchState {
+        _active: ActiveGuard::new(inner.clone()),
         inner,
         filter,
         cursor,

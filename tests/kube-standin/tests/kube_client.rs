@@ -599,6 +599,20 @@ async fn too_old_resource_version_gets_410_and_watcher_relists() {
     let ev: Value = serde_json::from_str(text.trim()).unwrap();
     assert_eq!(ev["type"], "ERROR");
     assert_eq!(ev["object"]["code"], 410);
+
+    // so does a resourceVersion from the future (e.g. after a stand-in restart)
+    let req = http::Request::get(format!(
+        "{}/api/v1/namespaces/default/configmaps?watch=true&resourceVersion=999999&timeoutSeconds=5",
+        server.url
+    ))
+    .body(Vec::new())
+    .unwrap();
+    let text = client.request_text(req).await.unwrap();
+    let ev: Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(
+        (ev["type"].as_str(), ev["object"]["reason"].as_str()),
+        (Some("ERROR"), Some("Expired"))
+    );
 }
 
 #[tokio::test]
@@ -1091,4 +1105,39 @@ async fn wait_for_times_out_without_change() {
         .create("v1/secrets", json!({"metadata": {"name": "x"}}))
         .unwrap();
     assert!(waiter.await.unwrap());
+}
+
+#[tokio::test]
+async fn watch_streams_end_on_disconnect_and_shutdown() {
+    let (standin, server, client) = start(StandIn::new()).await;
+    let secrets: Api<Secret> = Api::default_namespaced(client.clone());
+    let config = || watcher::Config::default().disable_bookmarks();
+
+    // the watch request is made once the stream is polled past InitDone
+    let mut stream = watcher(secrets.clone(), config()).boxed();
+    drain_init(&mut stream).await;
+    secrets
+        .create(&PostParams::default(), &secret("a", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(applied_name(next_event(&mut stream).await), "apply:a");
+    assert_eq!(standin.active_watches(), 1);
+    drop(stream);
+    assert!(
+        standin.wait_for(WAIT, |s| s.active_watches() == 0).await,
+        "the watch stream ends when the client goes away"
+    );
+
+    let mut stream = watcher(secrets.clone(), config()).boxed();
+    drain_init(&mut stream).await;
+    secrets
+        .create(&PostParams::default(), &secret("b", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(applied_name(next_event(&mut stream).await), "apply:b");
+    assert_eq!(standin.active_watches(), 1);
+    tokio::time::timeout(WAIT, server.shutdown())
+        .await
+        .expect("shutdown does not hang on open watches");
+    assert!(standin.wait_for(WAIT, |s| s.active_watches() == 0).await);
 }
