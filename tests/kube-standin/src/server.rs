@@ -320,6 +320,18 @@ fn resource(
         Verb::Update => {
             let obj = parse_body(body)?;
             let name = r.name.as_deref().unwrap_or_default();
+            // Like the real server, custom resources cannot be updated unconditionally.
+            let has_rv = obj
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .is_some_and(|rv| !rv.is_empty());
+            if !has_rv && !r.rt.supports_strategic_merge() {
+                return Err(ApiError::invalid(
+                    &r.rt,
+                    name,
+                    "metadata.resourceVersion: Invalid value: 0x0: must be specified for an update",
+                ));
+            }
             let updated = standin.with_store_mut(|s| s.update(&r.rt, ns, name, obj, r.sub))?;
             Ok(json_response(200, &updated))
         }

@@ -376,6 +376,14 @@ async fn status_subresource_and_generation() {
         .await
         .unwrap();
     assert_eq!(r.data["status"]["phase"], "Replaced");
+    // custom resources need a resourceVersion on PUT
+    let mut unconditional = r.clone();
+    unconditional.metadata.resource_version = None;
+    let err = api
+        .replace("r1", &PostParams::default(), &unconditional)
+        .await
+        .unwrap_err();
+    assert_eq!(api_code(&err), (422, "Invalid".into()));
     let apply = json!({"apiVersion": "ecr.aws.edenlab.io/v1alpha1", "kind": "ECRTokenRefresh",
                        "metadata": {"name": "r1"}, "status": {"phase": "Applied", "n": 1}});
     let r = api
