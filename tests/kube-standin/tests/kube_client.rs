@@ -245,8 +245,35 @@ async fn crud_with_kube_client() {
         .unwrap_err();
     assert_eq!(api_code(&err), (404, "NotFound".into()));
 
+    // a stale resourceVersion in a patch is a failed precondition
+    let err = secrets
+        .patch(
+            &generated.name_any(),
+            &pp,
+            &Patch::Merge(json!({"metadata": {"resourceVersion": "1"}})),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(api_code(&err), (409, "Conflict".into()));
+
     // the library view sees the same state
     assert_eq!(standin.list("v1/secrets", None).len(), 1);
+
+    // delete a collection by label
+    for (n, l) in [("c1", "x"), ("c2", "x"), ("c3", "y")] {
+        secrets
+            .create(&PostParams::default(), &secret(n, json!({"grp": l})))
+            .await
+            .unwrap();
+    }
+    secrets
+        .delete_collection(
+            &DeleteParams::default(),
+            &ListParams::default().labels("grp=x"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(standin.list_selected("v1/secrets", None, "grp").len(), 1);
     server.shutdown().await;
 }
 
@@ -625,7 +652,7 @@ async fn too_old_resource_version_gets_410_and_watcher_relists() {
 
 #[tokio::test]
 async fn watch_bookmarks_and_timeout() {
-    let (_standin, server, client) =
+    let (standin, server, client) =
         start(StandIn::new().with_bookmark_interval(Duration::from_millis(50))).await;
     let req = http::Request::get(format!(
         "{}/api/v1/namespaces/default/secrets?watch=1&allowWatchBookmarks=true&timeoutSeconds=1",
@@ -649,6 +676,27 @@ async fn watch_bookmarks_and_timeout() {
             .iter()
             .all(|l| l["type"] == "BOOKMARK" && l["object"]["kind"] == "Secret")
     );
+
+    // like the real server, a watch without resourceVersion (or "0") starts with
+    // the current objects as ADDED events
+    standin
+        .create("v1/secrets", json!({"metadata": {"name": "present"}}))
+        .unwrap();
+    let secrets: Api<Secret> = Api::default_namespaced(client);
+    let mut events = secrets
+        .watch(&kube::api::WatchParams::default().timeout(1), "0")
+        .await
+        .unwrap()
+        .boxed();
+    match tokio::time::timeout(WAIT, events.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+    {
+        kube::api::WatchEvent::Added(s) => assert_eq!(s.name_any(), "present"),
+        other => panic!("expected ADDED, got {other:?}"),
+    }
 }
 
 #[tokio::test]
