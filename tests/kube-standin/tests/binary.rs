@@ -143,9 +143,10 @@ metadata:
     assert_eq!(code, 404);
     assert!(body.contains("\"NotFound\""));
 
-    let status = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
+    // the shell's builtin `kill`: no dependency on a kill binary or libc crate
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!("kill -TERM {}", child.id()))
         .status()
         .unwrap();
     assert!(status.success());
