@@ -36,7 +36,10 @@ fn namespaces(n: usize) -> Vec<NamespaceInfo> {
         .map(|i| NamespaceInfo {
             name: format!("ns-{i:05}"),
             labels: BTreeMap::from([
-                ("ecr-pull".into(), if i % 2 == 0 { "enabled" } else { "disabled" }.into()),
+                (
+                    "ecr-pull".into(),
+                    if i % 2 == 0 { "enabled" } else { "disabled" }.into(),
+                ),
                 ("kubernetes.io/metadata.name".into(), format!("ns-{i:05}")),
             ]),
             annotations: BTreeMap::new(),
@@ -46,8 +49,14 @@ fn namespaces(n: usize) -> Vec<NamespaceInfo> {
 
 fn load(host: &PluginHost, crate_name: &str, settings: &str, limits: Limits) -> LoadedPlugin {
     let path = plugins::wasm(crate_name);
-    host.load_file(crate_name, &path, &plugins::sha256_of(&path), settings.into(), limits)
-        .expect("load plugin")
+    host.load_file(
+        crate_name,
+        &path,
+        &plugins::sha256_of(&path),
+        settings.into(),
+        limits,
+    )
+    .expect("load plugin")
 }
 
 fn bench(c: &mut Criterion) {
@@ -56,7 +65,12 @@ fn bench(c: &mut Criterion) {
     let limits = Limits::default();
     let naming = load(&host, "naming-prefix", r#"{"prefix":"team-a"}"#, limits);
     let retry = load(&host, "retry-linear", "{}", limits);
-    let fanout = load(&host, "fanout-label", r#"{"label":"ecr-pull","value":"enabled"}"#, limits);
+    let fanout = load(
+        &host,
+        "fanout-label",
+        r#"{"label":"ecr-pull","value":"enabled"}"#,
+        limits,
+    );
     let cr = cr();
     let failure = Failure {
         kind: FailureKind::Throttled,
@@ -66,12 +80,24 @@ fn bench(c: &mut Criterion) {
     let expires = Some(Duration::from_secs(3600));
 
     let mut g = c.benchmark_group("naming");
-    g.bench_function("builtin", |b| b.iter(|| BuiltinNaming.secret_name(black_box(&cr), "apps")));
+    g.bench_function("builtin", |b| {
+        b.iter(|| BuiltinNaming.secret_name(black_box(&cr), "apps"))
+    });
     let mut warm = naming.session();
-    g.bench_function("plugin-warm", |b| b.iter(|| warm.secret_name(black_box(&cr), "apps").expect("name")));
-    eprintln!("naming fuel per warm call: {}", warm.last_call().fuel_consumed);
+    g.bench_function("plugin-warm", |b| {
+        b.iter(|| warm.secret_name(black_box(&cr), "apps").expect("name"))
+    });
+    eprintln!(
+        "naming fuel per warm call: {}",
+        warm.last_call().fuel_consumed
+    );
     g.bench_function("plugin-fresh", |b| {
-        b.iter(|| naming.session().secret_name(black_box(&cr), "apps").expect("name"))
+        b.iter(|| {
+            naming
+                .session()
+                .secret_name(black_box(&cr), "apps")
+                .expect("name")
+        })
     });
     // Through the façade: fresh instance + spawn_blocking + guardrails.
     let registry = PluginRegistry {
@@ -97,20 +123,36 @@ fn bench(c: &mut Criterion) {
         .build()
         .expect("runtime");
     g.bench_function("plugin-facade", |b| {
-        b.iter(|| rt.block_on(policies.secret_name(&sel, black_box(&cr), "apps")).expect("name"))
+        b.iter(|| {
+            rt.block_on(policies.secret_name(&sel, black_box(&cr), "apps"))
+                .expect("name")
+        })
     });
     g.finish();
 
     let mut g = c.benchmark_group("retry");
     let builtin = BuiltinRetry::default();
-    g.bench_function("builtin", |b| b.iter(|| builtin.decide(black_box(&cr), &failure, expires)));
+    g.bench_function("builtin", |b| {
+        b.iter(|| builtin.decide(black_box(&cr), &failure, expires))
+    });
     let mut warm = retry.session();
     g.bench_function("plugin-warm", |b| {
-        b.iter(|| warm.decide_retry(black_box(&cr), &failure, expires).expect("decision"))
+        b.iter(|| {
+            warm.decide_retry(black_box(&cr), &failure, expires)
+                .expect("decision")
+        })
     });
-    eprintln!("retry fuel per warm call: {}", warm.last_call().fuel_consumed);
+    eprintln!(
+        "retry fuel per warm call: {}",
+        warm.last_call().fuel_consumed
+    );
     g.bench_function("plugin-fresh", |b| {
-        b.iter(|| retry.session().decide_retry(black_box(&cr), &failure, expires).expect("decision"))
+        b.iter(|| {
+            retry
+                .session()
+                .decide_retry(black_box(&cr), &failure, expires)
+                .expect("decision")
+        })
     });
     g.finish();
 
@@ -124,7 +166,9 @@ fn bench(c: &mut Criterion) {
         let mut warm = fanout.session();
         g.bench_with_input(BenchmarkId::new("plugin-warm", n), &cands, |b, cands| {
             b.iter(|| {
-                let chosen = warm.select_namespaces(black_box(&cr), cands).expect("fanout");
+                let chosen = warm
+                    .select_namespaces(black_box(&cr), cands)
+                    .expect("fanout");
                 ecr_token_refresh::policy::guard::check_fanout(
                     chosen,
                     cands.iter().map(|c| c.name.as_str()),
@@ -134,9 +178,17 @@ fn bench(c: &mut Criterion) {
             })
         });
         let st = warm.last_call();
-        eprintln!("fanout {n}: fuel {} per warm call, last {:?}", st.fuel_consumed, st.elapsed);
+        eprintln!(
+            "fanout {n}: fuel {} per warm call, last {:?}",
+            st.fuel_consumed, st.elapsed
+        );
         g.bench_with_input(BenchmarkId::new("plugin-fresh", n), &cands, |b, cands| {
-            b.iter(|| fanout.session().select_namespaces(black_box(&cr), cands).expect("fanout"))
+            b.iter(|| {
+                fanout
+                    .session()
+                    .select_namespaces(black_box(&cr), cands)
+                    .expect("fanout")
+            })
         });
     }
     g.finish();

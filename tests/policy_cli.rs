@@ -22,7 +22,12 @@ fn prints_the_fanout_decision_for_the_example_case() {
     let r = testcmd::report(&args("fanout-label")).unwrap();
     assert_eq!(r.failures, 0, "{}", r.text);
     assert!(r.text.contains("exports [fanout]"), "{}", r.text);
-    assert!(r.text.contains(r#"fanout: 2 of 5 candidates: ["apps", "team-b"]"#), "{}", r.text);
+    assert!(
+        r.text
+            .contains(r#"fanout: 2 of 5 candidates: ["apps", "team-b"]"#),
+        "{}",
+        r.text
+    );
     assert!(r.text.contains("fuel "), "{}", r.text);
 }
 
@@ -31,17 +36,34 @@ fn prints_naming_and_retry_decisions_with_other_settings() {
     let dir = tempfile::tempdir().unwrap();
     let s = dir.path().join("settings.yaml");
     std::fs::write(&s, "prefix: team-a\n").unwrap();
-    let r = testcmd::report(&PluginTestArgs { settings: Some(s), ..args("naming-prefix") }).unwrap();
-    assert!(r.text.contains(r#"naming: secret name in "apps" = "team-a-123456789012-us-east-1""#), "{}", r.text);
+    let r = testcmd::report(&PluginTestArgs {
+        settings: Some(s),
+        ..args("naming-prefix")
+    })
+    .unwrap();
+    assert!(
+        r.text
+            .contains(r#"naming: secret name in "apps" = "team-a-123456789012-us-east-1""#),
+        "{}",
+        r.text
+    );
 
     std::fs::write(dir.path().join("retry.yaml"), "step_ms: 1500\n").unwrap();
-    let r = testcmd::report(&PluginTestArgs { settings: Some(dir.path().join("retry.yaml")), ..args("retry-linear") }).unwrap();
+    let r = testcmd::report(&PluginTestArgs {
+        settings: Some(dir.path().join("retry.yaml")),
+        ..args("retry-linear")
+    })
+    .unwrap();
     assert!(r.text.contains("retry: retry after 3s"), "{}", r.text);
 }
 
 #[test]
 fn reports_failures_and_limits() {
-    let r = testcmd::report(&PluginTestArgs { fuel: Some(1_000_000), ..args("loop-forever") }).unwrap();
+    let r = testcmd::report(&PluginTestArgs {
+        fuel: Some(1_000_000),
+        ..args("loop-forever")
+    })
+    .unwrap();
     assert_eq!(r.failures, 3, "{}", r.text);
     assert!(r.text.contains("[PluginOutOfFuel]"), "{}", r.text);
     assert!(r.text.contains("fuel 1000000 per call"), "{}", r.text);
@@ -49,7 +71,21 @@ fn reports_failures_and_limits() {
     let r = testcmd::report(&args("invalid-name")).unwrap();
     assert!(r.text.contains("[guardrail] answer rejected"), "{}", r.text);
 
-    let r = testcmd::report(&PluginTestArgs { sha256: Some("0".repeat(64)), ..args("naming-prefix") }).unwrap();
-    assert!(r.text.contains("load:     FAILED: sha256 mismatch"), "{}", r.text);
-    assert!(testcmd::run(PluginTestArgs { sha256: Some("0".repeat(64)), ..args("naming-prefix") }).is_err());
+    let r = testcmd::report(&PluginTestArgs {
+        sha256: Some("0".repeat(64)),
+        ..args("naming-prefix")
+    })
+    .unwrap();
+    assert!(
+        r.text.contains("load:     FAILED: sha256 mismatch"),
+        "{}",
+        r.text
+    );
+    assert!(
+        testcmd::run(PluginTestArgs {
+            sha256: Some("0".repeat(64)),
+            ..args("naming-prefix")
+        })
+        .is_err()
+    );
 }

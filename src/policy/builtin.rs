@@ -27,7 +27,11 @@ impl NamingPolicy for BuiltinNaming {
 pub struct BuiltinFanout;
 
 impl FanoutPolicy for BuiltinFanout {
-    fn select(&self, cr: &CrInfo, _candidates: &[NamespaceInfo]) -> Result<Vec<String>, PolicyError> {
+    fn select(
+        &self,
+        cr: &CrInfo,
+        _candidates: &[NamespaceInfo],
+    ) -> Result<Vec<String>, PolicyError> {
         Ok(vec![cr.namespace.clone()])
     }
 }
@@ -115,7 +119,10 @@ mod tests {
 
     #[test]
     fn naming_is_the_cr_name() {
-        assert_eq!(BuiltinNaming.secret_name(&cr(), "other").unwrap(), "ecr-credentials");
+        assert_eq!(
+            BuiltinNaming.secret_name(&cr(), "other").unwrap(),
+            "ecr-credentials"
+        );
     }
 
     #[test]

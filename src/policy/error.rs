@@ -170,7 +170,9 @@ pub enum PolicyError {
         after: Duration,
     },
     /// The plugin tried to grow its memory (or tables) past the limit.
-    #[error("policy plugin {plugin:?} exceeded its memory limit ({limit_bytes} bytes) in the {hook} hook")]
+    #[error(
+        "policy plugin {plugin:?} exceeded its memory limit ({limit_bytes} bytes) in the {hook} hook"
+    )]
     MemoryLimit {
         /// Plugin name.
         plugin: String,
@@ -190,7 +192,9 @@ pub enum PolicyError {
         message: String,
     },
     /// The plugin's answer broke a guardrail.
-    #[error("policy plugin {plugin:?} gave an answer outside the guardrails in the {hook} hook: {violation}")]
+    #[error(
+        "policy plugin {plugin:?} gave an answer outside the guardrails in the {hook} hook: {violation}"
+    )]
     Guardrail {
         /// Plugin name.
         plugin: String,

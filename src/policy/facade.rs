@@ -128,8 +128,10 @@ impl Policies {
                 tracing::error!(error = %format!("{e:#}"), "cannot create the policy plugin host; every plugin is unavailable");
                 let mut p = Self::builtin();
                 for name in registry.plugins.keys() {
-                    p.plugins
-                        .insert(name.clone(), Err(LoadError::HostUnavailable(format!("{e:#}"))));
+                    p.plugins.insert(
+                        name.clone(),
+                        Err(LoadError::HostUnavailable(format!("{e:#}"))),
+                    );
                 }
                 p
             }
@@ -144,8 +146,12 @@ impl Policies {
             let limits = registry.limits_for(name);
             let loaded = host.load_file(name, &reg.path, &reg.sha256, reg.settings_json(), limits);
             match &loaded {
-                Ok(pl) => tracing::info!(plugin = %name, path = %reg.path.display(), hooks = ?pl.hooks(), "loaded policy plugin"),
-                Err(e) => tracing::error!(plugin = %name, path = %reg.path.display(), error = %e, "cannot load policy plugin; resources selecting it will fail"),
+                Ok(pl) => {
+                    tracing::info!(plugin = %name, path = %reg.path.display(), hooks = ?pl.hooks(), "loaded policy plugin")
+                }
+                Err(e) => {
+                    tracing::error!(plugin = %name, path = %reg.path.display(), error = %e, "cannot load policy plugin; resources selecting it will fail")
+                }
             }
             p.plugins.insert(name.clone(), loaded.map(Arc::new));
         }
@@ -296,13 +302,13 @@ impl Policies {
         };
         let (cr2, cands) = (cr.clone(), candidates.to_vec());
         let answer = self
-            .call_plugin(name, Hook::Fanout, move |s| s.select_namespaces(&cr2, &cands))
+            .call_plugin(name, Hook::Fanout, move |s| {
+                s.select_namespaces(&cr2, &cands)
+            })
             .await?;
-        guard::check_fanout(
-            answer,
-            candidates.iter().map(|c| c.name.as_str()),
-            &|ns| allowed.allows(ns),
-        )
+        guard::check_fanout(answer, candidates.iter().map(|c| c.name.as_str()), &|ns| {
+            allowed.allows(ns)
+        })
         .map_err(|v| violation(name, Hook::Fanout, v))
     }
 
@@ -359,7 +365,10 @@ mod tests {
     async fn without_plugins_behaves_like_the_original() {
         let p = Policies::builtin();
         let sel = PolicySelection::default();
-        assert_eq!(p.secret_name(&sel, &cr(), "apps").await.unwrap(), "ecr-credentials");
+        assert_eq!(
+            p.secret_name(&sel, &cr(), "apps").await.unwrap(),
+            "ecr-credentials"
+        );
         let ns = p
             .select_namespaces(&sel, &cr(), &[], &AllowedNamespaces::own(&cr()))
             .await
@@ -382,7 +391,9 @@ mod tests {
         // Clamped before expiry: token expires in 6 min, margin 5 min.
         let f9 = Failure { attempt: 9, ..f };
         assert_eq!(
-            p.decide_retry(&sel, &cr(), &f9, Some(Duration::from_secs(360))).await.unwrap(),
+            p.decide_retry(&sel, &cr(), &f9, Some(Duration::from_secs(360)))
+                .await
+                .unwrap(),
             RetryDecision::RetryAfter(Duration::from_secs(60))
         );
     }

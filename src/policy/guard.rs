@@ -78,7 +78,10 @@ pub fn check_fanout<'a>(
         });
     }
     let mut seen = HashSet::with_capacity(chosen.len());
-    Ok(chosen.into_iter().filter(|n| seen.insert(n.clone())).collect())
+    Ok(chosen
+        .into_iter()
+        .filter(|n| seen.insert(n.clone()))
+        .collect())
 }
 
 /// Bounds on retry delays, so that retries neither spin nor wait past the
@@ -118,9 +121,15 @@ impl RetryClamp {
 
     /// Applies [`clamp`](Self::clamp) to a decision and bounds a give-up
     /// reason to [`MAX_REASON_LEN`] bytes.
-    pub fn apply(&self, decision: RetryDecision, token_expires_in: Option<Duration>) -> RetryDecision {
+    pub fn apply(
+        &self,
+        decision: RetryDecision,
+        token_expires_in: Option<Duration>,
+    ) -> RetryDecision {
         match decision {
-            RetryDecision::RetryAfter(d) => RetryDecision::RetryAfter(self.clamp(d, token_expires_in)),
+            RetryDecision::RetryAfter(d) => {
+                RetryDecision::RetryAfter(self.clamp(d, token_expires_in))
+            }
             RetryDecision::GiveUp { reason } => RetryDecision::GiveUp {
                 reason: super::error::truncate(&reason, MAX_REASON_LEN),
             },
@@ -134,10 +143,28 @@ mod tests {
 
     #[test]
     fn dns_subdomain_names() {
-        for ok in ["a", "ecr-credentials", "ecr-123456789012-us-east-1", "a.b-c.d1", "0"] {
+        for ok in [
+            "a",
+            "ecr-credentials",
+            "ecr-123456789012-us-east-1",
+            "a.b-c.d1",
+            "0",
+        ] {
             assert!(check_secret_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "A", "a_b", "-a", "a-", "a..b", ".a", "a.", "é", "a b", "Not_A-Valid.Name!"] {
+        for bad in [
+            "",
+            "A",
+            "a_b",
+            "-a",
+            "a-",
+            "a..b",
+            ".a",
+            "a.",
+            "é",
+            "a b",
+            "Not_A-Valid.Name!",
+        ] {
             assert!(
                 matches!(check_secret_name(bad), Err(Violation::InvalidName { .. })),
                 "{bad}"
@@ -158,8 +185,14 @@ mod tests {
     fn fanout_must_be_candidates_and_allowed() {
         let cands = ["a", "b", "c"];
         let any = |_: &str| true;
-        assert_eq!(check_fanout(names(&["b", "a", "b"]), cands, &any).unwrap(), names(&["b", "a"]));
-        assert_eq!(check_fanout(vec![], cands, &any).unwrap(), Vec::<String>::new());
+        assert_eq!(
+            check_fanout(names(&["b", "a", "b"]), cands, &any).unwrap(),
+            names(&["b", "a"])
+        );
+        assert_eq!(
+            check_fanout(vec![], cands, &any).unwrap(),
+            Vec::<String>::new()
+        );
         assert_eq!(
             check_fanout(names(&["a", "x"]), cands, &any),
             Err(Violation::NotACandidate("x".into()))
@@ -186,8 +219,13 @@ mod tests {
         assert_eq!(c.clamp(s(3600), Some(s(1200))), s(900));
         // Token about to expire or expired: retry soon.
         assert_eq!(c.clamp(s(3600), Some(s(60))), Duration::from_millis(500));
-        assert_eq!(c.clamp(s(3600), Some(Duration::ZERO)), Duration::from_millis(500));
-        let long = RetryDecision::GiveUp { reason: "x".repeat(5000) };
+        assert_eq!(
+            c.clamp(s(3600), Some(Duration::ZERO)),
+            Duration::from_millis(500)
+        );
+        let long = RetryDecision::GiveUp {
+            reason: "x".repeat(5000),
+        };
         match c.apply(long, None) {
             RetryDecision::GiveUp { reason } => assert!(reason.len() < 1100),
             other => panic!("{other:?}"),

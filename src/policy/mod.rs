@@ -25,22 +25,28 @@
 
 mod bindings;
 mod builtin;
+mod epoch;
 mod error;
 mod facade;
 pub mod guard;
 mod host;
+mod limits;
 mod plugin;
 mod registry;
+mod session;
 pub mod testcmd;
 mod types;
 
 pub use builtin::{BuiltinFanout, BuiltinNaming, BuiltinRetry, Jitter};
+pub use epoch::EpochTicker;
 pub use error::{Hook, LoadError, PolicyError, Violation};
-pub use facade::{AllowedNamespaces, PolicySelection, Policies};
+pub use facade::{AllowedNamespaces, Policies, PolicySelection};
 pub use guard::RetryClamp;
-pub use host::{CallStats, EpochTicker, HostConfig, Limits, LoadedPlugin, PluginHost, PluginSession};
+pub use host::{LoadedPlugin, PluginHost};
+pub use limits::{HostConfig, Limits};
 pub use plugin::WasmPolicy;
 pub use registry::{LimitsOverride, PluginRegistration, PluginRegistry};
+pub use session::{CallStats, PluginSession};
 pub use types::{
     CrInfo, Failure, FailureKind, FanoutPolicy, NamespaceInfo, NamingPolicy, RetryDecision,
     RetryPolicy,

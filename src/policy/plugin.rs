@@ -39,7 +39,11 @@ impl NamingPolicy for WasmPolicy {
 }
 
 impl FanoutPolicy for WasmPolicy {
-    fn select(&self, cr: &CrInfo, candidates: &[NamespaceInfo]) -> Result<Vec<String>, PolicyError> {
+    fn select(
+        &self,
+        cr: &CrInfo,
+        candidates: &[NamespaceInfo],
+    ) -> Result<Vec<String>, PolicyError> {
         self.plugin.session().select_namespaces(cr, candidates)
     }
 }
@@ -51,6 +55,8 @@ impl RetryPolicy for WasmPolicy {
         failure: &Failure,
         token_expires_in: Option<Duration>,
     ) -> Result<RetryDecision, PolicyError> {
-        self.plugin.session().decide_retry(cr, failure, token_expires_in)
+        self.plugin
+            .session()
+            .decide_retry(cr, failure, token_expires_in)
     }
 }

@@ -50,6 +50,8 @@ pub struct PluginRegistration {
 pub struct LimitsOverride {
     /// Fuel per call (≈ WebAssembly instructions).
     pub fuel: Option<u64>,
+    /// Extra fuel per candidate namespace in a fan-out call.
+    pub fuel_per_candidate: Option<u64>,
     /// Wall-clock deadline per call, in milliseconds.
     pub timeout_ms: Option<u64>,
     /// Largest linear memory, in bytes.
@@ -67,7 +69,11 @@ impl LimitsOverride {
     pub fn apply(&self, base: Limits) -> Limits {
         Limits {
             fuel: self.fuel.unwrap_or(base.fuel),
-            timeout: self.timeout_ms.map(Duration::from_millis).unwrap_or(base.timeout),
+            fuel_per_candidate: self.fuel_per_candidate.unwrap_or(base.fuel_per_candidate),
+            timeout: self
+                .timeout_ms
+                .map(Duration::from_millis)
+                .unwrap_or(base.timeout),
             memory_bytes: self.memory_bytes.unwrap_or(base.memory_bytes),
             table_elements: self.table_elements.unwrap_or(base.table_elements),
             instances: self.instances.unwrap_or(base.instances),
@@ -156,7 +162,10 @@ impl PluginRegistration {
 
 fn check_limits(key: &str, l: &LimitsOverride) -> anyhow::Result<()> {
     anyhow::ensure!(l.fuel != Some(0), "{key}.fuel: must be positive");
-    anyhow::ensure!(l.timeout_ms != Some(0), "{key}.timeout_ms: must be positive");
+    anyhow::ensure!(
+        l.timeout_ms != Some(0),
+        "{key}.timeout_ms: must be positive"
+    );
     anyhow::ensure!(
         l.memory_bytes.is_none_or(|m| m >= 1 << 20),
         "{key}.memory_bytes: must be at least 1 MiB (1048576)"
@@ -193,27 +202,52 @@ plugins:
         let p = &reg.plugins["prefixed"];
         assert_eq!(p.path, Path::new("/etc/ecr/plugins/naming_prefix.wasm"));
         assert_eq!(p.settings_json(), r#"{"prefix":"team-a"}"#);
-        assert_eq!(reg.plugins["labelled"].path, Path::new("/abs/fanout_label.wasm"));
+        assert_eq!(
+            reg.plugins["labelled"].path,
+            Path::new("/abs/fanout_label.wasm")
+        );
         assert_eq!(reg.plugins["labelled"].settings_json(), "{}");
         let l = reg.limits_for("prefixed");
         assert_eq!(l.fuel, 5_000_000);
         assert_eq!(l.timeout, Duration::from_millis(50));
         assert_eq!(l.memory_bytes, Limits::default().memory_bytes);
-        assert_eq!(reg.limits_for("labelled").timeout, Limits::default().timeout);
+        assert_eq!(
+            reg.limits_for("labelled").timeout,
+            Limits::default().timeout
+        );
     }
 
     #[test]
     fn empty_file_is_no_plugins() {
-        assert!(PluginRegistry::from_yaml("", Path::new(".")).unwrap().plugins.is_empty());
+        assert!(
+            PluginRegistry::from_yaml("", Path::new("."))
+                .unwrap()
+                .plugins
+                .is_empty()
+        );
     }
 
     #[test]
     fn rejects_bad_values_naming_the_key() {
         let cases = [
-            (format!("plugins:\n  x:\n    path: a.wasm\n    sha256: {PIN}\n    color: red\n"), "color"),
-            ("plugins:\n  x:\n    path: a.wasm\n    sha256: abc\n".to_owned(), "plugins.x.sha256"),
-            (format!("plugins:\n  Bad_Name:\n    path: a.wasm\n    sha256: {PIN}\n"), "plugins.Bad_Name"),
-            (format!("plugins:\n  x:\n    path: a.wasm\n    sha256: {PIN}\n    limits:\n      fuel: 0\n"), "plugins.x.limits.fuel"),
+            (
+                format!("plugins:\n  x:\n    path: a.wasm\n    sha256: {PIN}\n    color: red\n"),
+                "color",
+            ),
+            (
+                "plugins:\n  x:\n    path: a.wasm\n    sha256: abc\n".to_owned(),
+                "plugins.x.sha256",
+            ),
+            (
+                format!("plugins:\n  Bad_Name:\n    path: a.wasm\n    sha256: {PIN}\n"),
+                "plugins.Bad_Name",
+            ),
+            (
+                format!(
+                    "plugins:\n  x:\n    path: a.wasm\n    sha256: {PIN}\n    limits:\n      fuel: 0\n"
+                ),
+                "plugins.x.limits.fuel",
+            ),
             (format!("plugins:\n  x:\n    sha256: {PIN}\n"), "path"),
         ];
         for (text, key) in cases {
@@ -226,7 +260,11 @@ plugins:
     fn load_file_resolves_against_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("plugins.yaml");
-        std::fs::write(&file, format!("plugins:\n  n:\n    path: n.wasm\n    sha256: {PIN}\n")).unwrap();
+        std::fs::write(
+            &file,
+            format!("plugins:\n  n:\n    path: n.wasm\n    sha256: {PIN}\n"),
+        )
+        .unwrap();
         let reg = PluginRegistry::load_file(&file).unwrap();
         assert_eq!(reg.plugins["n"].path, dir.path().join("n.wasm"));
         let missing = PluginRegistry::load_file(&dir.path().join("nope.yaml")).unwrap_err();

@@ -134,7 +134,11 @@ pub struct TestReport {
 pub fn run(args: PluginTestArgs) -> anyhow::Result<()> {
     let report = report(&args)?;
     print!("{}", report.text);
-    anyhow::ensure!(report.failures == 0, "{} decision(s) failed", report.failures);
+    anyhow::ensure!(
+        report.failures == 0,
+        "{} decision(s) failed",
+        report.failures
+    );
     Ok(())
 }
 
@@ -148,8 +152,10 @@ pub fn report(args: &PluginTestArgs) -> anyhow::Result<TestReport> {
         Some(p) => {
             let t = std::fs::read_to_string(p)
                 .with_context(|| format!("cannot read settings {}", p.display()))?;
-            Some(serde_yaml::from_str::<serde_json::Value>(&t)
-                .with_context(|| format!("invalid settings {}", p.display()))?)
+            Some(
+                serde_yaml::from_str::<serde_json::Value>(&t)
+                    .with_context(|| format!("invalid settings {}", p.display()))?,
+            )
         }
         None => case.settings.clone(),
     };
@@ -191,29 +197,47 @@ pub fn report(args: &PluginTestArgs) -> anyhow::Result<TestReport> {
         Ok(p) => p,
         Err(e) => {
             let _ = writeln!(out, "load:     FAILED: {e}");
-            return Ok(TestReport { text: out, failures: 1 });
+            return Ok(TestReport {
+                text: out,
+                failures: 1,
+            });
         }
     };
     let hooks: Vec<&str> = plugin.hooks().iter().map(|h| h.as_str()).collect();
-    let _ = writeln!(out, "load:     ok, settings accepted, exports [{}]", hooks.join(", "));
+    let _ = writeln!(
+        out,
+        "load:     ok, settings accepted, exports [{}]",
+        hooks.join(", ")
+    );
 
     let cr = case.cr.into_cr();
     let mut line = |label: &str, s: &PluginSession<'_>, verdict: Result<String, String>| {
         let st = s.last_call();
         match verdict {
             Ok(v) => {
-                let _ = writeln!(out, "{label}: {v}  (fuel {}, {:?})", st.fuel_consumed, st.elapsed);
+                let _ = writeln!(
+                    out,
+                    "{label}: {v}  (fuel {}, {:?})",
+                    st.fuel_consumed, st.elapsed
+                );
             }
             Err(e) => {
                 failures += 1;
-                let _ = writeln!(out, "{label}: FAILED {e}  (fuel {}, {:?})", st.fuel_consumed, st.elapsed);
+                let _ = writeln!(
+                    out,
+                    "{label}: FAILED {e}  (fuel {}, {:?})",
+                    st.fuel_consumed, st.elapsed
+                );
             }
         }
     };
     let err = |e: PolicyError| format!("[{}] {e}", e.reason());
 
     if plugin.has_hook(super::Hook::Naming) {
-        let target = case.target_namespace.clone().unwrap_or_else(|| cr.namespace.clone());
+        let target = case
+            .target_namespace
+            .clone()
+            .unwrap_or_else(|| cr.namespace.clone());
         let mut s = plugin.session();
         let verdict = s.secret_name(&cr, &target).map_err(err).and_then(|name| {
             guard::check_secret_name(&name)
@@ -229,13 +253,18 @@ pub fn report(args: &PluginTestArgs) -> anyhow::Result<TestReport> {
             Some(v) => AllowedNamespaces::Only(v.iter().cloned().collect::<BTreeSet<_>>()),
         };
         let mut s = plugin.session();
-        let verdict = s.select_namespaces(&cr, &case.namespaces).map_err(err).and_then(|chosen| {
-            guard::check_fanout(chosen, case.namespaces.iter().map(|n| n.name.as_str()), &|n| {
-                allowed.allows(n)
-            })
-            .map(|v| format!("{} of {} candidates: {v:?}", v.len(), case.namespaces.len()))
-            .map_err(|v| format!("[guardrail] answer rejected: {v}"))
-        });
+        let verdict = s
+            .select_namespaces(&cr, &case.namespaces)
+            .map_err(err)
+            .and_then(|chosen| {
+                guard::check_fanout(
+                    chosen,
+                    case.namespaces.iter().map(|n| n.name.as_str()),
+                    &|n| allowed.allows(n),
+                )
+                .map(|v| format!("{} of {} candidates: {v:?}", v.len(), case.namespaces.len()))
+                .map_err(|v| format!("[guardrail] answer rejected: {v}"))
+            });
         line("fanout", &s, verdict);
     }
     if plugin.has_hook(super::Hook::Retry) {
@@ -248,7 +277,9 @@ pub fn report(args: &PluginTestArgs) -> anyhow::Result<TestReport> {
                 let mut s = plugin.session();
                 let verdict = s.decide_retry(&cr, f, left).map_err(err).map(|d| {
                     match (RetryClamp::default().apply(d.clone(), left), d) {
-                        (RetryDecision::RetryAfter(c), RetryDecision::RetryAfter(raw)) if c != raw => {
+                        (RetryDecision::RetryAfter(c), RetryDecision::RetryAfter(raw))
+                            if c != raw =>
+                        {
                             format!("retry after {c:?} (plugin said {raw:?}; clamped)")
                         }
                         (RetryDecision::RetryAfter(c), _) => format!("retry after {c:?}"),
@@ -259,5 +290,8 @@ pub fn report(args: &PluginTestArgs) -> anyhow::Result<TestReport> {
             }
         }
     }
-    Ok(TestReport { text: out, failures })
+    Ok(TestReport {
+        text: out,
+        failures,
+    })
 }

@@ -108,7 +108,8 @@ pub trait NamingPolicy: Send + Sync {
 /// Decides which namespaces receive a resource's Secret.
 pub trait FanoutPolicy: Send + Sync {
     /// The names of the chosen namespaces, from `candidates` (one call per decision).
-    fn select(&self, cr: &CrInfo, candidates: &[NamespaceInfo]) -> Result<Vec<String>, PolicyError>;
+    fn select(&self, cr: &CrInfo, candidates: &[NamespaceInfo])
+    -> Result<Vec<String>, PolicyError>;
 }
 
 /// Decides when to retry after a failed token refresh.

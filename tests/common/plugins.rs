@@ -47,7 +47,12 @@ pub fn wasm_dir() -> &'static Path {
 /// Path of a built plugin, by crate name (`naming-prefix` or `naming_prefix`).
 pub fn wasm(crate_name: &str) -> PathBuf {
     let p = wasm_dir().join(format!("{}.wasm", crate_name.replace('-', "_")));
-    assert!(p.exists(), "plugin {} was not built: {}", crate_name, p.display());
+    assert!(
+        p.exists(),
+        "plugin {} was not built: {}",
+        crate_name,
+        p.display()
+    );
     p
 }
 
@@ -55,5 +60,8 @@ pub fn wasm(crate_name: &str) -> PathBuf {
 pub fn sha256_of(path: &Path) -> String {
     use sha2::Digest;
     let bytes = std::fs::read(path).expect("read plugin");
-    sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect()
+    sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

@@ -45,9 +45,9 @@ impl fanout::Guest for Plugin {
             .into_iter()
             .filter(|ns| !ns.name.starts_with("kube-"))
             .filter(|ns| {
-                ns.labels.iter().any(|(k, v)| {
-                    *k == s.label && s.value.as_ref().is_none_or(|want| want == v)
-                })
+                ns.labels
+                    .iter()
+                    .any(|(k, v)| *k == s.label && s.value.as_ref().is_none_or(|want| want == v))
             })
             .map(|ns| ns.name)
             .collect())

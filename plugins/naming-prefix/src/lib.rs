@@ -25,8 +25,7 @@ fn parse(settings: &str) -> Result<Settings, String> {
         serde_json::from_str(settings).map_err(|e| format!("invalid settings: {e}"))?;
     let ok = s.prefix.len() <= 200
         && s.prefix.starts_with(|c: char| c.is_ascii_lowercase())
-        && s
-            .prefix
+        && s.prefix
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     if !ok {

@@ -6,8 +6,8 @@
 
 wit_bindgen::generate!({ path: "../../wit", world: "retry-policy" });
 
-use exports::ecr_token_refresh::policy::{retry, settings};
 use ecr_token_refresh::policy::types::{FailureKind, RetryDecision};
+use exports::ecr_token_refresh::policy::{retry, settings};
 use serde::Deserialize;
 
 #[derive(Deserialize)]

@@ -8,7 +8,9 @@ struct Plugin;
 
 impl settings::Guest for Plugin {
     fn validate_settings(settings: String) -> Result<(), String> {
-        Err(format!("settings-rejected refuses every settings document (got {settings})"))
+        Err(format!(
+            "settings-rejected refuses every settings document (got {settings})"
+        ))
     }
 }
 
