@@ -20,6 +20,7 @@ fn args(crate_name: &str) -> PluginTestArgs {
 #[test]
 fn prints_the_fanout_decision_for_the_example_case() {
     let r = testcmd::report(&args("fanout-label")).unwrap();
+    println!("{}", r.text);
     assert_eq!(r.failures, 0, "{}", r.text);
     assert!(r.text.contains("exports [fanout]"), "{}", r.text);
     assert!(
