@@ -86,13 +86,9 @@ pub async fn reconcile(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Result<Ac
         .as_ref()
         .is_some_and(|s| secret::is_intact(s, &cr, &spec.registry.host));
 
-    if intact {
-        if let Some(due) = r.scheduled_refresh(&spec) {
-            if r.now < due {
-                tracing::debug!(%due, "token still fresh; nothing to write");
-                return Ok(Action::requeue(until(r.now, due)));
-            }
-        }
+    if let Some(due) = r.scheduled_refresh(&spec).filter(|due| intact && r.now < *due) {
+        tracing::debug!(%due, "token still fresh; nothing to write");
+        return Ok(Action::requeue(until(r.now, due)));
     }
 
     let request = TokenRequest {

@@ -175,7 +175,7 @@ mod tests {
                 );
             }
         }
-        assert_eq!(backoff(u32::MAX, &s, &mut rng) <= s.backoff_max, true);
+        assert!(backoff(u32::MAX, &s, &mut rng) <= s.backoff_max);
         let a: Vec<_> = (0..10).map(|_| backoff(3, &s, &mut rng)).collect();
         assert!(a.iter().any(|d| *d != a[0]), "jitter varies the delay");
     }

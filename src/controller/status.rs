@@ -141,7 +141,7 @@ mod tests {
     fn transition_time_moves_only_on_status_change() {
         let c1 = ready_condition(&[], false, "X", "m", Some(1), t("2026-01-01T00:00:00Z"));
         let c2 = ready_condition(
-            &[c1.clone()],
+            std::slice::from_ref(&c1),
             false,
             "Y",
             "m2",
