@@ -8,6 +8,6 @@ pub mod api;
 pub mod controller;
 pub mod crd;
 pub mod ecr;
+pub mod policy;
 pub mod secret;
 pub mod telemetry;
-pub mod policy;

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
+use jiff::Timestamp;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -86,17 +87,34 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// Renders the Secret for `owner` at `target`: type `kubernetes.io/dockerconfigjson`,
-/// the managed-by and owner labels, the data hash and expiry annotations, and, when the
-/// Secret is in the owner's namespace, a controller ownerReference so it is
-/// garbage-collected with the owner.
+/// Renders the Secret for `owner` at `target` holding a fresh token for `registry`; see
+/// [`render_data`].
 pub fn render(
     owner: &ECRTokenRefresh,
     target: &SecretTarget,
     registry: &str,
     token: &AuthorizationToken,
 ) -> Secret {
-    let data = docker_config_json(registry, token);
+    render_data(
+        owner,
+        target,
+        docker_config_json(registry, token),
+        token.expires_at,
+    )
+}
+
+/// Renders the Secret for `owner` at `target` around an already rendered
+/// `.dockerconfigjson` (`data`) whose token expires at `expires_at`: type
+/// `kubernetes.io/dockerconfigjson`, the managed-by and owner labels, the data hash and
+/// expiry annotations, and, when the Secret is in the owner's namespace, a controller
+/// ownerReference so it is garbage-collected with the owner. (Copies in other namespaces
+/// cannot have one: ownerReferences do not cross namespaces.)
+pub fn render_data(
+    owner: &ECRTokenRefresh,
+    target: &SecretTarget,
+    data: Vec<u8>,
+    expires_at: Timestamp,
+) -> Secret {
     let labels = BTreeMap::from([
         (MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string()),
         (OWNER_NAME_LABEL.to_string(), owner.name_any()),
@@ -107,10 +125,7 @@ pub fn render(
     ]);
     let annotations = BTreeMap::from([
         (DATA_HASH_ANNOTATION.to_string(), sha256_hex(&data)),
-        (
-            EXPIRES_AT_ANNOTATION.to_string(),
-            token.expires_at.to_string(),
-        ),
+        (EXPIRES_AT_ANNOTATION.to_string(), expires_at.to_string()),
     ]);
     let owner_references = (owner.namespace().as_deref() == Some(target.namespace.as_str()))
         .then(|| owner.controller_owner_ref(&()))
@@ -132,6 +147,18 @@ pub fn render(
         )])),
         ..Default::default()
     }
+}
+
+/// The `.dockerconfigjson` bytes and token expiry of an intact Secret of ours, to copy
+/// into another namespace without asking ECR again. `None` if the Secret lacks either.
+pub fn reusable_data(secret: &Secret) -> Option<(Vec<u8>, Timestamp)> {
+    let data = secret.data.as_ref()?.get(DOCKER_CONFIG_KEY)?.0.clone();
+    let expires_at = secret
+        .annotations()
+        .get(EXPIRES_AT_ANNOTATION)?
+        .parse()
+        .ok()?;
+    Some((data, expires_at))
 }
 
 /// Classifies an existing Secret (or its absence) relative to `owner`: ours when it
@@ -184,7 +211,6 @@ pub fn is_intact(secret: &Secret, owner: &ECRTokenRefresh, registry: &str) -> bo
 mod tests {
     use super::*;
     use crate::api::ECRTokenRefreshSpec;
-    use jiff::Timestamp;
     use secrecy::SecretString;
 
     fn owner() -> ECRTokenRefresh {

@@ -37,12 +37,17 @@ async fn the_binary_turns_the_sample_into_a_secret_and_survives_an_ecr_outage() 
         .spawn()
         .unwrap();
 
-    let ready = cluster.wait_ready("ecr-credentials", "True", "TokenRefreshed").await;
+    let ready = cluster
+        .wait_ready("ecr-credentials", "True", "TokenRefreshed")
+        .await;
     let to_secret = started.elapsed();
     eprintln!("start to Secret: {to_secret:?}");
     let secret = cluster.secret("ecr-credentials").expect("Secret written");
     assert_eq!(secret["type"], "kubernetes.io/dockerconfigjson");
-    assert_eq!(secret["metadata"]["ownerReferences"][0]["name"], "ecr-credentials");
+    assert_eq!(
+        secret["metadata"]["ownerReferences"][0]["name"],
+        "ecr-credentials"
+    );
     assert_eq!(ready["observedGeneration"], 1);
 
     // ECR goes away; a spec change forces a refresh that fails. The Secret stays.
@@ -50,37 +55,70 @@ async fn the_binary_turns_the_sample_into_a_secret_and_survives_an_ecr_outage() 
     moto.stop();
     cluster
         .api
-        .merge_patch(CRS, Some("default"), "ecr-credentials", json!({"spec": {"frequency": "4h"}}), false)
+        .merge_patch(
+            CRS,
+            Some("default"),
+            "ecr-credentials",
+            json!({"spec": {"frequency": "4h"}}),
+            false,
+        )
         .unwrap();
-    cluster.wait_ready("ecr-credentials", "False", "ECRUnreachable").await;
-    assert_eq!(cluster.secret("ecr-credentials").unwrap()["data"], secret["data"]);
+    cluster
+        .wait_ready("ecr-credentials", "False", "ECRUnreachable")
+        .await;
+    assert_eq!(
+        cluster.secret("ecr-credentials").unwrap()["data"],
+        secret["data"]
+    );
 
     // ECR comes back; the retries pick it up.
     let _moto = Moto::start_on(port);
-    let ready = cluster.wait_ready("ecr-credentials", "True", "TokenRefreshed").await;
+    let ready = cluster
+        .wait_ready("ecr-credentials", "True", "TokenRefreshed")
+        .await;
     assert_eq!(ready["observedGeneration"], 2);
 
     // SIGTERM stops it cleanly.
     let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let stopped = poll_until(Duration::from_secs(10), || child.try_wait().unwrap().is_some()).await;
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let stopped = poll_until(Duration::from_secs(10), || {
+        child.try_wait().unwrap().is_some()
+    })
+    .await;
     assert!(stopped, "the operator did not stop within 10 s of SIGTERM");
     assert!(child.wait().unwrap().success());
 
     let mut log = String::new();
-    std::fs::File::open(&log_path).unwrap().read_to_string(&mut log).unwrap();
-    assert!(log.contains("secret written"), "{log}");
+    std::fs::File::open(&log_path)
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(log.contains("secrets written"), "{log}");
     assert!(log.contains("shutdown signal received"), "{log}");
-    assert!(!log.contains("auth-token"), "the token leaked into the log:\n{log}");
+    assert!(
+        !log.contains("auth-token"),
+        "the token leaked into the log:\n{log}"
+    );
 }
 
 #[tokio::test]
 async fn crd_subcommand_prints_the_committed_crd() {
-    let out = Command::new(env!("CARGO_BIN_EXE_ecr-token-refresh")).arg("crd").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ecr-token-refresh"))
+        .arg("crd")
+        .output()
+        .unwrap();
     assert!(out.status.success());
-    let committed =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/crd/ecr.aws.edenlab.io_ecrtokenrefreshes.yaml"))
-            .unwrap();
+    let committed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/crd/ecr.aws.edenlab.io_ecrtokenrefreshes.yaml"
+    ))
+    .unwrap();
     assert_eq!(String::from_utf8(out.stdout).unwrap(), committed);
 }
 

@@ -13,13 +13,20 @@ use ecr_token_refresh::ecr::AwsTokenSource;
 use serde_json::{Value, json};
 
 fn docker_config(secret: &Value) -> Value {
-    let b64 = secret["data"][".dockerconfigjson"].as_str().expect(".dockerconfigjson present");
-    let bytes = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
+    let b64 = secret["data"][".dockerconfigjson"]
+        .as_str()
+        .expect(".dockerconfigjson present");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
     serde_json::from_slice(&bytes).unwrap()
 }
 
 fn password_of(secret: &Value) -> String {
-    docker_config(secret)["auths"][HOST]["password"].as_str().unwrap().to_string()
+    docker_config(secret)["auths"][HOST]["password"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 #[tokio::test]
@@ -30,13 +37,18 @@ async fn the_sample_yields_the_exact_secret_from_moto() {
     let running = start_controller(cluster.client.clone(), tokens, fast_settings());
 
     let cr = cluster.apply_sample("ecr-credentials", json!({}));
-    let ready = cluster.wait_ready("ecr-credentials", "True", "TokenRefreshed").await;
+    let ready = cluster
+        .wait_ready("ecr-credentials", "True", "TokenRefreshed")
+        .await;
     assert_eq!(ready["observedGeneration"], 1);
 
-    let secret = cluster.secret("ecr-credentials").expect("Secret default/ecr-credentials");
+    let secret = cluster
+        .secret("ecr-credentials")
+        .expect("Secret default/ecr-credentials");
     assert_eq!(secret["type"], "kubernetes.io/dockerconfigjson");
     // moto's token is base64("AWS:<registryId>-auth-token").
-    let expected_auth = base64::engine::general_purpose::STANDARD.encode("AWS:123456789012-auth-token");
+    let expected_auth =
+        base64::engine::general_purpose::STANDARD.encode("AWS:123456789012-auth-token");
     assert_eq!(
         docker_config(&secret),
         json!({"auths": {HOST: {"username": "AWS", "password": "123456789012-auth-token", "auth": expected_auth}}})
@@ -46,19 +58,39 @@ async fn the_sample_yields_the_exact_secret_from_moto() {
     assert_eq!(owner["name"], "ecr-credentials");
     assert_eq!(owner["uid"], cr["metadata"]["uid"]);
     assert_eq!(owner["controller"], true);
-    assert_eq!(secret["metadata"]["labels"]["app.kubernetes.io/managed-by"], "ecr-token-refresh");
+    assert_eq!(
+        secret["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "ecr-token-refresh"
+    );
 
     let status = &cluster.cr("ecr-credentials")["status"];
     assert_eq!(status["phase"], "Ready");
     assert!(status.get("error").is_none() || status["error"].is_null());
     assert_eq!(status["expiresAt"], "2015-01-01T00:00:00Z");
-    assert_eq!(status["secrets"], json!([{"namespace": "default", "name": "ecr-credentials"}]));
+    assert_eq!(
+        status["secrets"],
+        json!([{"namespace": "default", "name": "ecr-credentials"}])
+    );
     // moto's expiry is in the past: the message says so and the schedule does not spin.
-    assert!(ready["message"].as_str().unwrap().contains("already in the past"), "{ready}");
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .contains("already in the past"),
+        "{ready}"
+    );
     let writes = cluster.api.counters().writes();
-    let settled = poll_until(std::time::Duration::from_secs(2), || cluster.api.counters().writes() > writes + 2).await;
-    assert!(!settled, "the controller keeps writing after the Secret is in place");
-    cluster.wait_event("ecr-credentials", "Normal", "Created").await;
+    let settled = poll_until(std::time::Duration::from_secs(2), || {
+        cluster.api.counters().writes() > writes + 2
+    })
+    .await;
+    assert!(
+        !settled,
+        "the controller keeps writing after the Secret is in place"
+    );
+    cluster
+        .wait_event("ecr-credentials", "Normal", "Created")
+        .await;
     running.stop().await;
 }
 
@@ -68,11 +100,23 @@ async fn a_deleted_or_edited_secret_is_repaired() {
     let tokens = Arc::new(ScriptedTokens::default());
     let running = start_controller(cluster.client.clone(), tokens.clone(), fast_settings());
     cluster.apply_sample("ecr-credentials", json!({}));
-    cluster.wait_ready("ecr-credentials", "True", "TokenRefreshed").await;
+    cluster
+        .wait_ready("ecr-credentials", "True", "TokenRefreshed")
+        .await;
     assert_eq!(tokens.calls(), 1);
 
-    cluster.api.delete(SECRETS, Some("default"), "ecr-credentials").unwrap();
-    assert!(cluster.api.wait_for(WAIT, |api| api.get(SECRETS, Some("default"), "ecr-credentials").is_some()).await);
+    cluster
+        .api
+        .delete(SECRETS, Some("default"), "ecr-credentials")
+        .unwrap();
+    assert!(
+        cluster
+            .api
+            .wait_for(WAIT, |api| api
+                .get(SECRETS, Some("default"), "ecr-credentials")
+                .is_some())
+            .await
+    );
     assert_eq!(tokens.calls(), 2);
 
     // An edit of the data is noticed through the hash annotation and rewritten.
@@ -88,8 +132,13 @@ async fn a_deleted_or_edited_secret_is_repaired() {
             })
             .await
     );
-    assert_eq!(password_of(&cluster.secret("ecr-credentials").unwrap()), ScriptedTokens::password(3));
-    cluster.wait_event("ecr-credentials", "Normal", "Repaired").await;
+    assert_eq!(
+        password_of(&cluster.secret("ecr-credentials").unwrap()),
+        ScriptedTokens::password(3)
+    );
+    cluster
+        .wait_event("ecr-credentials", "Normal", "Repaired")
+        .await;
     running.stop().await;
 }
 
@@ -99,32 +148,66 @@ async fn a_failing_token_source_keeps_the_secret_and_recovers() {
     let tokens = Arc::new(ScriptedTokens::default());
     let running = start_controller(cluster.client.clone(), tokens.clone(), fast_settings());
     cluster.apply_sample("ecr-credentials", json!({}));
-    cluster.wait_ready("ecr-credentials", "True", "TokenRefreshed").await;
+    cluster
+        .wait_ready("ecr-credentials", "True", "TokenRefreshed")
+        .await;
     let before = cluster.secret("ecr-credentials").unwrap();
 
     tokens.fail(true);
     // A spec change forces a refresh now.
-    cluster.api.merge_patch(CRS, Some("default"), "ecr-credentials", json!({"spec": {"frequency": "4h"}}), false).unwrap();
-    let cond = cluster.wait_ready("ecr-credentials", "False", "ECRUnreachable").await;
+    cluster
+        .api
+        .merge_patch(
+            CRS,
+            Some("default"),
+            "ecr-credentials",
+            json!({"spec": {"frequency": "4h"}}),
+            false,
+        )
+        .unwrap();
+    let cond = cluster
+        .wait_ready("ecr-credentials", "False", "ECRUnreachable")
+        .await;
     let msg = cond["message"].as_str().unwrap();
-    assert!(msg.contains("connection refused") && msg.contains("is kept"), "{msg}");
+    assert!(
+        msg.contains("connection refused") && msg.contains("kept as they are"),
+        "{msg}"
+    );
     let status = cluster.cr("ecr-credentials")["status"].clone();
     assert_eq!(status["phase"], "Failed");
-    assert!(status["error"].as_str().unwrap().contains("connection refused"));
-    assert!(status["expiresAt"].is_string(), "expiry of the kept token stays in status");
+    assert!(
+        status["error"]
+            .as_str()
+            .unwrap()
+            .contains("connection refused")
+    );
+    assert!(
+        status["expiresAt"].is_string(),
+        "expiry of the kept token stays in status"
+    );
     // Retries go on with backoff while the Secret stays exactly as it was.
     let attempts = tokens.attempts();
     let retried = poll_until(WAIT, || tokens.attempts() >= attempts + 2).await;
     assert!(retried, "retries continue while the token source fails");
-    assert_eq!(cluster.secret("ecr-credentials").unwrap()["data"], before["data"]);
-    cluster.wait_event("ecr-credentials", "Warning", "ECRUnreachable").await;
+    assert_eq!(
+        cluster.secret("ecr-credentials").unwrap()["data"],
+        before["data"]
+    );
+    cluster
+        .wait_event("ecr-credentials", "Warning", "ECRUnreachable")
+        .await;
 
     tokens.fail(false);
-    cluster.wait_ready("ecr-credentials", "True", "TokenRefreshed").await;
+    cluster
+        .wait_ready("ecr-credentials", "True", "TokenRefreshed")
+        .await;
     let after = cluster.secret("ecr-credentials").unwrap();
     assert_eq!(password_of(&after), ScriptedTokens::password(2));
     let status = cluster.cr("ecr-credentials")["status"].clone();
-    assert!(status.get("error").is_none() || status["error"].is_null(), "error cleared: {status}");
+    assert!(
+        status.get("error").is_none() || status["error"].is_null(),
+        "error cleared: {status}"
+    );
     assert_eq!(status["observedGeneration"], 2);
     running.stop().await;
 }
@@ -144,16 +227,37 @@ async fn a_foreign_secret_is_never_overwritten() {
     let tokens = Arc::new(ScriptedTokens::default());
     let running = start_controller(cluster.client.clone(), tokens.clone(), fast_settings());
     cluster.apply_sample("ecr-credentials", json!({}));
-    let cond = cluster.wait_ready("ecr-credentials", "False", "SecretConflict").await;
-    assert!(cond["message"].as_str().unwrap().contains("default/ecr-credentials"));
+    let cond = cluster
+        .wait_ready("ecr-credentials", "False", "SecretConflict")
+        .await;
+    assert!(
+        cond["message"]
+            .as_str()
+            .unwrap()
+            .contains("default/ecr-credentials")
+    );
     let now = cluster.secret("ecr-credentials").unwrap();
-    assert_eq!(now["metadata"]["resourceVersion"], foreign["metadata"]["resourceVersion"]);
-    assert_eq!(tokens.calls(), 0, "no token is fetched for a Secret we may not write");
-    cluster.wait_event("ecr-credentials", "Warning", "SecretConflict").await;
+    assert_eq!(
+        now["metadata"]["resourceVersion"],
+        foreign["metadata"]["resourceVersion"]
+    );
+    assert_eq!(
+        tokens.calls(),
+        0,
+        "no token is fetched for a Secret we may not write"
+    );
+    cluster
+        .wait_event("ecr-credentials", "Warning", "SecretConflict")
+        .await;
 
     // Once the owner removes it, the operator writes its own.
-    cluster.api.delete(SECRETS, Some("default"), "ecr-credentials").unwrap();
-    cluster.wait_ready("ecr-credentials", "True", "TokenRefreshed").await;
+    cluster
+        .api
+        .delete(SECRETS, Some("default"), "ecr-credentials")
+        .unwrap();
+    cluster
+        .wait_ready("ecr-credentials", "True", "TokenRefreshed")
+        .await;
     running.stop().await;
 }
 
@@ -165,19 +269,51 @@ async fn an_invalid_spec_gets_invalid_spec_and_no_aws_call() {
     cluster.apply_sample("bad-region", json!({"region": "eu-west-1"}));
     cluster.apply_sample("bad-frequency", json!({"frequency": "0s"}));
     cluster.apply_sample("bad-host", json!({"ecrRegistry": "docker.io"}));
-    let c = cluster.wait_ready("bad-region", "False", "InvalidSpec").await;
-    assert!(c["message"].as_str().unwrap().starts_with("spec.region:"), "{c}");
-    let c = cluster.wait_ready("bad-frequency", "False", "InvalidSpec").await;
-    assert!(c["message"].as_str().unwrap().starts_with("spec.frequency:"), "{c}");
+    let c = cluster
+        .wait_ready("bad-region", "False", "InvalidSpec")
+        .await;
+    assert!(
+        c["message"].as_str().unwrap().starts_with("spec.region:"),
+        "{c}"
+    );
+    let c = cluster
+        .wait_ready("bad-frequency", "False", "InvalidSpec")
+        .await;
+    assert!(
+        c["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("spec.frequency:"),
+        "{c}"
+    );
     let c = cluster.wait_ready("bad-host", "False", "InvalidSpec").await;
-    assert!(c["message"].as_str().unwrap().starts_with("spec.ecrRegistry:"), "{c}");
+    assert!(
+        c["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("spec.ecrRegistry:"),
+        "{c}"
+    );
     assert_eq!(tokens.calls(), 0);
     assert!(cluster.secret("bad-region").is_none());
-    cluster.wait_event("bad-region", "Warning", "InvalidSpec").await;
+    cluster
+        .wait_event("bad-region", "Warning", "InvalidSpec")
+        .await;
 
     // Fixing the spec makes it Ready.
-    cluster.api.merge_patch(CRS, Some("default"), "bad-region", json!({"spec": {"region": "us-east-1"}}), false).unwrap();
-    cluster.wait_ready("bad-region", "True", "TokenRefreshed").await;
+    cluster
+        .api
+        .merge_patch(
+            CRS,
+            Some("default"),
+            "bad-region",
+            json!({"spec": {"region": "us-east-1"}}),
+            false,
+        )
+        .unwrap();
+    cluster
+        .wait_ready("bad-region", "True", "TokenRefreshed")
+        .await;
     assert_eq!(tokens.calls(), 1);
     running.stop().await;
 }
@@ -199,7 +335,11 @@ async fn a_restart_does_not_refresh_fresh_tokens() {
     cluster.api.reset_counters();
     let running = start_controller(cluster.client.clone(), tokens.clone(), fast_settings());
     // The new controller lists and reconciles every resource (a GET of each Secret)...
-    assert!(poll_until(WAIT, || cluster.api.counters().get_count("get", SECRETS) >= 3).await);
+    assert!(
+        poll_until(WAIT, || cluster.api.counters().get_count("get", SECRETS)
+            >= 3)
+        .await
+    );
     running.stop().await;
     // ...and, the tokens being fresh, fetches and writes nothing.
     assert_eq!(tokens.calls(), 3);
@@ -212,11 +352,31 @@ async fn tokens_never_reach_status_or_events() {
     let tokens = Arc::new(ScriptedTokens::default());
     let running = start_controller(cluster.client.clone(), tokens.clone(), fast_settings());
     cluster.apply_sample("ecr-credentials", json!({}));
-    cluster.wait_ready("ecr-credentials", "True", "TokenRefreshed").await;
+    cluster
+        .wait_ready("ecr-credentials", "True", "TokenRefreshed")
+        .await;
     tokens.fail(true);
-    cluster.api.merge_patch(CRS, Some("default"), "ecr-credentials", json!({"spec": {"frequency": "2h"}}), false).unwrap();
-    cluster.wait_ready("ecr-credentials", "False", "ECRUnreachable").await;
+    cluster
+        .api
+        .merge_patch(
+            CRS,
+            Some("default"),
+            "ecr-credentials",
+            json!({"spec": {"frequency": "2h"}}),
+            false,
+        )
+        .unwrap();
+    cluster
+        .wait_ready("ecr-credentials", "False", "ECRUnreachable")
+        .await;
     running.stop().await;
-    let everything = format!("{} {:?}", cluster.cr("ecr-credentials"), cluster.events("ecr-credentials"));
-    assert!(!everything.contains("secret-password"), "a token leaked: {everything}");
+    let everything = format!(
+        "{} {:?}",
+        cluster.cr("ecr-credentials"),
+        cluster.events("ecr-credentials")
+    );
+    assert!(
+        !everything.contains("secret-password"),
+        "a token leaked: {everything}"
+    );
 }

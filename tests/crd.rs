@@ -2,7 +2,10 @@
 
 #[test]
 fn committed_crd_matches_the_types() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/crd/ecr.aws.edenlab.io_ecrtokenrefreshes.yaml");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/crd/ecr.aws.edenlab.io_ecrtokenrefreshes.yaml"
+    );
     let committed = std::fs::read_to_string(path).expect("config/crd YAML is committed");
     let generated = ecr_token_refresh::crd::crd_yaml().unwrap();
     assert!(
@@ -14,7 +17,8 @@ fn committed_crd_matches_the_types() {
 
 #[test]
 fn crd_has_the_columns_and_subresource_users_expect() {
-    let crd: serde_json::Value = serde_yaml::from_str(&ecr_token_refresh::crd::crd_yaml().unwrap()).unwrap();
+    let crd: serde_json::Value =
+        serde_yaml::from_str(&ecr_token_refresh::crd::crd_yaml().unwrap()).unwrap();
     let v = &crd["spec"]["versions"][0];
     assert_eq!(crd["spec"]["group"], "ecr.aws.edenlab.io");
     assert_eq!(crd["spec"]["names"]["plural"], "ecrtokenrefreshes");
@@ -30,6 +34,14 @@ fn crd_has_the_columns_and_subresource_users_expect() {
         assert!(columns.contains(&c), "missing column {c}: {columns:?}");
     }
     let spec = &v["schema"]["openAPIV3Schema"]["properties"]["spec"];
-    assert_eq!(spec["required"], serde_json::json!(["ecrRegistry", "frequency", "region"]));
-    assert!(spec["x-kubernetes-validations"][0]["rule"].as_str().unwrap().contains("self.region"));
+    assert_eq!(
+        spec["required"],
+        serde_json::json!(["ecrRegistry", "frequency", "region"])
+    );
+    assert!(
+        spec["x-kubernetes-validations"][0]["rule"]
+            .as_str()
+            .unwrap()
+            .contains("self.region")
+    );
 }

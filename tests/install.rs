@@ -7,10 +7,17 @@ use serde_json::Value;
 
 fn rendered() -> Vec<Value> {
     let out = Command::new("kubectl")
-        .args(["kustomize", concat!(env!("CARGO_MANIFEST_DIR"), "/config/default")])
+        .args([
+            "kustomize",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config/default"),
+        ])
         .output()
         .expect("kubectl is installed (it renders kustomizations offline)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     serde_yaml::Deserializer::from_str(&text)
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
@@ -18,7 +25,9 @@ fn rendered() -> Vec<Value> {
 }
 
 fn find<'a>(objs: &'a [Value], kind: &str) -> &'a Value {
-    objs.iter().find(|o| o["kind"] == kind).unwrap_or_else(|| panic!("no {kind} rendered"))
+    objs.iter()
+        .find(|o| o["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} rendered"))
 }
 
 fn granted(role: &Value, group: &str, resource: &str, verb: &str) -> bool {
@@ -32,19 +41,37 @@ fn granted(role: &Value, group: &str, resource: &str, verb: &str) -> bool {
 fn the_default_kustomization_renders_what_the_operator_needs() {
     let objs = rendered();
     let crd = find(&objs, "CustomResourceDefinition");
-    assert_eq!(crd["metadata"]["name"], "ecrtokenrefreshes.ecr.aws.edenlab.io");
+    assert_eq!(
+        crd["metadata"]["name"],
+        "ecrtokenrefreshes.ecr.aws.edenlab.io"
+    );
 
     let role = find(&objs, "ClusterRole");
     // Every call the controller makes: watch CRs, patch their status, get/watch/apply
     // Secrets (apply may create), publish Events (create, then patch a series).
     for (group, resource, verbs) in [
-        ("ecr.aws.edenlab.io", "ecrtokenrefreshes", &["get", "list", "watch"][..]),
-        ("ecr.aws.edenlab.io", "ecrtokenrefreshes/status", &["patch"][..]),
-        ("", "secrets", &["get", "list", "watch", "create", "patch"][..]),
+        (
+            "ecr.aws.edenlab.io",
+            "ecrtokenrefreshes",
+            &["get", "list", "watch"][..],
+        ),
+        (
+            "ecr.aws.edenlab.io",
+            "ecrtokenrefreshes/status",
+            &["patch"][..],
+        ),
+        (
+            "",
+            "secrets",
+            &["get", "list", "watch", "create", "patch"][..],
+        ),
         ("events.k8s.io", "events", &["create", "patch"][..]),
     ] {
         for verb in verbs {
-            assert!(granted(role, group, resource, verb), "{verb} {group}/{resource} is not granted");
+            assert!(
+                granted(role, group, resource, verb),
+                "{verb} {group}/{resource} is not granted"
+            );
         }
     }
     // ...and nothing broader: no wildcards, no deletes, no Secret updates beyond patch.
@@ -55,7 +82,10 @@ fn the_default_kustomization_renders_what_the_operator_needs() {
     let binding = find(&objs, "ClusterRoleBinding");
     let sa = find(&objs, "ServiceAccount");
     assert_eq!(binding["subjects"][0]["name"], sa["metadata"]["name"]);
-    assert_eq!(binding["subjects"][0]["namespace"], sa["metadata"]["namespace"]);
+    assert_eq!(
+        binding["subjects"][0]["namespace"],
+        sa["metadata"]["namespace"]
+    );
 
     let deploy = find(&objs, "Deployment");
     let pod = &deploy["spec"]["template"]["spec"];

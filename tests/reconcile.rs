@@ -31,7 +31,11 @@ fn cr(spec: Value) -> ECRTokenRefresh {
 fn context(tokens: Arc<ScriptedTokens>) -> (Arc<Context>, Handle) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = kube::Client::new(service, "default");
-    (Arc::new(Context::new(client, tokens, Settings::default())), handle)
+    let policies = Arc::new(ecr_token_refresh::policy::Policies::builtin());
+    (
+        Arc::new(Context::new(client, tokens, policies, Settings::default())),
+        handle,
+    )
 }
 
 fn respond(send: tower_test::mock::SendResponse<Response<Body>>, status: u16, body: Value) {
@@ -56,7 +60,11 @@ async fn expect(
     assert_eq!(request.method(), method, "for {}", request.uri());
     assert_eq!(request.uri().path(), path);
     let bytes = request.into_body().collect_bytes().await.unwrap();
-    let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap()
+    };
     (body, send)
 }
 
@@ -67,7 +75,8 @@ async fn expect_no_more_requests(handle: &mut Handle) {
     }
 }
 
-const STATUS_PATH: &str = "/apis/ecr.aws.edenlab.io/v1alpha1/namespaces/default/ecrtokenrefreshes/ecr-credentials/status";
+const STATUS_PATH: &str =
+    "/apis/ecr.aws.edenlab.io/v1alpha1/namespaces/default/ecrtokenrefreshes/ecr-credentials/status";
 const SECRET_PATH: &str = "/api/v1/namespaces/default/secrets/ecr-credentials";
 const EVENTS_PATH: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
 
@@ -81,10 +90,19 @@ async fn invalid_spec_writes_only_status_and_an_event() {
     let (patch, send) = expect(&mut handle, Method::PATCH, STATUS_PATH).await;
     let cond = &patch["status"]["conditions"][0];
     assert_eq!(cond["reason"], "InvalidSpec");
-    assert!(cond["message"].as_str().unwrap().starts_with("spec.frequency: \"soon\""), "{cond}");
+    assert!(
+        cond["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("spec.frequency: \"soon\""),
+        "{cond}"
+    );
     respond(send, 200, serde_json::to_value(obj.as_ref()).unwrap());
     let (event, send) = expect(&mut handle, Method::POST, EVENTS_PATH).await;
-    assert_eq!((event["type"].as_str(), event["reason"].as_str()), (Some("Warning"), Some("InvalidSpec")));
+    assert_eq!(
+        (event["type"].as_str(), event["reason"].as_str()),
+        (Some("Warning"), Some("InvalidSpec"))
+    );
     respond(send, 201, event);
 
     let action = task.await.unwrap().unwrap();
@@ -126,14 +144,28 @@ async fn a_fresh_secret_applies_with_our_field_manager_then_status() {
     let task = tokio::spawn(reconcile(obj.clone(), ctx));
 
     let (_, send) = expect(&mut handle, Method::GET, SECRET_PATH).await;
-    respond(send, 404, json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}));
-    let (request, send) = tokio::time::timeout(Duration::from_secs(5), handle.next_request()).await.unwrap().unwrap();
+    respond(
+        send,
+        404,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
+    );
+    let (request, send) = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(request.method(), Method::PATCH);
     assert_eq!(request.uri().path(), SECRET_PATH);
     let query = request.uri().query().unwrap_or_default().to_string();
-    assert!(query.contains("fieldManager=ecr-token-refresh") && query.contains("force=true"), "{query}");
-    assert_eq!(request.headers()["content-type"], "application/apply-patch+yaml");
-    let secret: Value = serde_json::from_slice(&request.into_body().collect_bytes().await.unwrap()).unwrap();
+    assert!(
+        query.contains("fieldManager=ecr-token-refresh") && query.contains("force=true"),
+        "{query}"
+    );
+    assert_eq!(
+        request.headers()["content-type"],
+        "application/apply-patch+yaml"
+    );
+    let secret: Value =
+        serde_json::from_slice(&request.into_body().collect_bytes().await.unwrap()).unwrap();
     assert_eq!(secret["type"], "kubernetes.io/dockerconfigjson");
     assert_eq!(secret["metadata"]["ownerReferences"][0]["uid"], "uid-1");
     respond(send, 200, secret);
@@ -143,7 +175,10 @@ async fn a_fresh_secret_applies_with_our_field_manager_then_status() {
     assert_eq!(st["phase"], "Ready");
     assert!(st["error"].is_null());
     assert_eq!(st["observedGeneration"], 1);
-    assert!(!patch.to_string().contains("secret-password"), "no token in status");
+    assert!(
+        !patch.to_string().contains("secret-password"),
+        "no token in status"
+    );
     respond(send, 200, serde_json::to_value(obj.as_ref()).unwrap());
     let (event, send) = expect(&mut handle, Method::POST, EVENTS_PATH).await;
     assert_eq!(event["reason"], "Created");
@@ -151,7 +186,10 @@ async fn a_fresh_secret_applies_with_our_field_manager_then_status() {
 
     let action = task.await.unwrap().unwrap();
     // Next refresh at frequency (8h) since the scripted token lives 12h.
-    assert_eq!(action, kube::runtime::controller::Action::requeue(Duration::from_secs(8 * 3600)));
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(Duration::from_secs(8 * 3600))
+    );
     expect_no_more_requests(&mut handle).await;
     assert_eq!(tokens.calls(), 1);
 }

@@ -20,6 +20,7 @@ use kube::runtime::watcher;
 
 use crate::api::ECRTokenRefresh;
 use crate::ecr::TokenSource;
+use crate::policy::Policies;
 use crate::secret::MANAGED_SELECTOR;
 
 pub use reconcile::reconcile;
@@ -30,12 +31,14 @@ pub use schedule::ScheduleSettings;
 pub struct Settings {
     /// Watch only this namespace; `None` watches all namespaces.
     pub namespace: Option<String>,
-    /// Refresh and retry timing.
+    /// Refresh timing (retry timing is the retry policy's).
     pub schedule: ScheduleSettings,
     /// How often to look again at a resource blocked by a foreign Secret (default 60 s).
     pub conflict_recheck: Duration,
     /// How many resources reconcile at once (default 8).
     pub concurrency: u16,
+    /// How many Secret writes one resource makes at once when it fans out (default 16).
+    pub write_concurrency: usize,
 }
 
 impl Default for Settings {
@@ -45,6 +48,7 @@ impl Default for Settings {
             schedule: ScheduleSettings::default(),
             conflict_recheck: Duration::from_secs(60),
             concurrency: 8,
+            write_concurrency: 16,
         }
     }
 }
@@ -55,6 +59,8 @@ pub struct Context {
     pub client: Client,
     /// Where tokens come from.
     pub tokens: Arc<dyn TokenSource>,
+    /// Naming, fan-out and retry policies: built-ins and registered plugins.
+    pub policies: Arc<Policies>,
     /// Publishes Events on the custom resources.
     pub recorder: Recorder,
     /// Timing and scope.
@@ -66,7 +72,12 @@ pub struct Context {
 impl Context {
     /// Builds a context; events are reported as `ecr-token-refresh` (with the pod name
     /// from `POD_NAME` as the instance, when set).
-    pub fn new(client: Client, tokens: Arc<dyn TokenSource>, settings: Settings) -> Self {
+    pub fn new(
+        client: Client,
+        tokens: Arc<dyn TokenSource>,
+        policies: Arc<Policies>,
+        settings: Settings,
+    ) -> Self {
         let reporter = Reporter {
             controller: "ecr-token-refresh".into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -75,6 +86,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             tokens,
+            policies,
             settings,
             failures: Mutex::new(HashMap::new()),
         }
@@ -86,6 +98,13 @@ impl Context {
         let n = map.entry(key.clone()).or_insert(0);
         *n = n.saturating_add(1);
         *n
+    }
+
+    /// The built-in retry delay for `attempt`, clamped (used when no retry plugin
+    /// decides: Kubernetes API failures, policy failures, a failing retry plugin).
+    fn retry_delay(&self, attempt: u32, token_expires_in: Option<Duration>) -> Duration {
+        let delay = self.policies.builtin_retry().delay(attempt);
+        self.policies.retry_clamp().clamp(delay, token_expires_in)
     }
 
     fn clear_failures(&self, key: &ObjectRef<ECRTokenRefresh>) {
@@ -140,7 +159,7 @@ impl Error {
 pub fn error_policy(cr: Arc<ECRTokenRefresh>, error: &Error, ctx: Arc<Context>) -> Action {
     let key = ObjectRef::from_obj(cr.as_ref());
     let attempt = ctx.bump_failures(&key);
-    let delay = schedule::backoff(attempt, &ctx.settings.schedule, &mut rand::rng());
+    let delay = ctx.retry_delay(attempt, None);
     tracing::warn!(%key, %error, attempt, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
@@ -166,6 +185,7 @@ pub enum StartError {
 pub async fn run(
     client: Client,
     tokens: Arc<dyn TokenSource>,
+    policies: Arc<Policies>,
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), StartError> {
@@ -180,7 +200,7 @@ pub async fn run(
         .await
         .map_err(StartError::CrdMissing)?;
     let concurrency = settings.concurrency;
-    let ctx = Arc::new(Context::new(client, tokens, settings));
+    let ctx = Arc::new(Context::new(client, tokens, policies, settings));
     tracing::info!("controller started");
     Controller::new(crs, watcher::Config::default().any_semantic())
         .owns(

@@ -3,9 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
@@ -14,19 +15,24 @@ use kube::{Resource, ResourceExt};
 use super::schedule::{self, until};
 use super::status::{self, reason};
 use super::{Context, Error};
-use crate::api::{ECRTokenRefresh, SecretReference, ValidSpec};
-use crate::ecr::{AuthorizationToken, EcrError, TokenRequest};
+use crate::api::{ECRTokenRefresh, ECRTokenRefreshStatus, SecretReference, ValidSpec};
+use crate::ecr::{EcrError, TokenRequest};
+use crate::policy::{CrInfo, Failure, PolicyError, PolicySelection, RetryDecision};
 use crate::secret::{self, FIELD_MANAGER, Ownership, SecretTarget};
 
 /// Reconciles one resource:
 ///
 /// 1. validate the spec (a bad spec gets `Ready=False`/`InvalidSpec` and no AWS call);
-/// 2. look at the target Secret: a foreign one is never overwritten (`SecretConflict`);
-/// 3. if the Secret is intact and the token is not due, only schedule the next refresh
+/// 2. ask the policies where the Secrets go (namespaces, then a name in each);
+/// 3. look at each target: a foreign Secret is never overwritten (`SecretConflict`);
+/// 4. if every Secret is intact and the token is not due, only schedule the next refresh
 ///    (so a restart does not refresh every resource);
-/// 4. otherwise get a token, apply the Secret, and record the expiry in status;
-/// 5. on a token-source failure keep the Secret as it is, set `Ready=False` with the
-///    failure's reason, and retry with backoff, before the current token expires.
+/// 5. otherwise get a token (or, when the token is not due, copy it from an intact
+///    Secret of ours), apply the Secrets, remove the ones no longer targeted, and record
+///    the expiry in status;
+/// 6. on a token-source failure keep every Secret as it is, set `Ready=False` with the
+///    failure's reason, and retry when the retry policy says, before the current token
+///    expires.
 ///
 /// # Errors
 /// [`Error`] when a Kubernetes API call fails; the controller retries with backoff.
@@ -36,7 +42,6 @@ use crate::secret::{self, FIELD_MANAGER, Ownership, SecretTarget};
     fields(namespace = cr.namespace().as_deref().unwrap_or(""), name = %cr.name_any(), generation = cr.meta().generation)
 )]
 pub async fn reconcile(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let key = ObjectRef::from_obj(cr.as_ref());
     let namespace = cr
         .namespace()
         .ok_or_else(|| Error::MissingNamespace(cr.name_any()))?;
@@ -44,12 +49,16 @@ pub async fn reconcile(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Result<Ac
         return Ok(Action::await_change());
     }
     // Whole seconds: status times are RFC 3339 seconds anyway, and messages stay readable.
-    let now = Timestamp::now().round(jiff::Unit::Second).unwrap_or_else(|_| Timestamp::now());
+    let now = Timestamp::now()
+        .round(jiff::Unit::Second)
+        .unwrap_or_else(|_| Timestamp::now());
+    let key = ObjectRef::from_obj(cr.as_ref());
     let r = Reconciler {
         cr: &cr,
         ctx: &ctx,
         namespace,
         now,
+        key,
     };
 
     let spec = match cr.spec.validate() {
@@ -60,76 +69,169 @@ pub async fn reconcile(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Result<Ac
             return Ok(Action::await_change());
         }
     };
+    let info = cr_info(&cr, &spec);
+    let selection = selection(&cr);
+    if let Err(e) = ctx.policies.check_selection(&selection) {
+        r.policy_failed(&e, None).await?;
+        return Ok(Action::await_change());
+    }
 
-    let target = SecretTarget {
-        namespace: r.namespace.clone(),
-        name: cr.name_any(),
+    let targets = match r.targets(&selection, &info).await {
+        Ok(targets) => targets,
+        Err(e) => {
+            let delay = ctx.retry_delay(ctx.bump_failures(&r.key), r.expires_in());
+            r.policy_failed(&e, Some(delay)).await?;
+            return Ok(Action::requeue(delay));
+        }
     };
-    let existing = r
-        .secrets()
-        .get_opt(&target.name)
-        .await
-        .map_err(|source| Error::ReadSecret {
-            target: target.to_string(),
-            source,
-        })?;
-    let ownership = secret::ownership(existing.as_ref(), &cr);
-    if ownership == Ownership::Foreign {
-        let message = format!(
-            "Secret {target} exists and is not managed by ecr-token-refresh for this resource; \
-             it is left untouched. Delete or rename it to let the operator write the pull Secret"
-        );
+    let observed = r.observe(targets).await?;
+    let conflicts: Vec<&SecretTarget> = observed
+        .iter()
+        .filter(|o| o.ownership == Ownership::Foreign)
+        .map(|o| &o.target)
+        .collect();
+    let writable: Vec<&Observed> = observed
+        .iter()
+        .filter(|o| o.ownership != Ownership::Foreign)
+        .collect();
+    let conflict_message = (!conflicts.is_empty()).then(|| {
+        let list: Vec<String> = conflicts.iter().map(|t| t.to_string()).collect();
+        format!(
+            "Secret {} exists and is not managed by ecr-token-refresh for this resource; \
+             it is left untouched. Delete or rename it to let the operator write the pull Secret",
+            list.join(", ")
+        )
+    });
+    if writable.is_empty() {
+        let message = conflict_message.unwrap_or_else(|| "no namespace selected".to_string());
         r.not_ready(reason::SECRET_CONFLICT, &message, None).await?;
         return Ok(Action::requeue(ctx.settings.conflict_recheck));
     }
-    let intact = existing
-        .as_ref()
-        .is_some_and(|s| secret::is_intact(s, &cr, &spec.registry.host));
 
-    if let Some(due) = r.scheduled_refresh(&spec).filter(|due| intact && r.now < *due) {
+    let due = r.scheduled_refresh(&spec);
+    let fresh = due.is_some_and(|due| r.now < due);
+    if fresh && writable.iter().all(|o| o.intact) && conflicts.is_empty() {
+        let due = due.unwrap_or(r.now);
         tracing::debug!(%due, "token still fresh; nothing to write");
         return Ok(Action::requeue(until(r.now, due)));
     }
 
-    let request = TokenRequest {
-        region: spec.registry.region.clone(),
-        registry_id: spec.registry.account_id.clone(),
-    };
-    let token = match ctx.tokens.authorization_token(&request).await {
-        Ok(token) => token,
-        Err(e) => return r.token_failed(&key, &e).await,
+    // The token: copied from an intact Secret of ours while it is not due, else from ECR.
+    let reused = fresh
+        .then(|| {
+            writable
+                .iter()
+                .filter(|o| o.intact)
+                .find_map(|o| o.existing.as_ref().and_then(secret::reusable_data))
+        })
+        .flatten();
+    let (data, expires_at, fetched) = match reused {
+        Some((data, expires_at)) => (data, expires_at, false),
+        None => {
+            let request = TokenRequest {
+                region: spec.registry.region.clone(),
+                registry_id: spec.registry.account_id.clone(),
+            };
+            match ctx.tokens.authorization_token(&request).await {
+                Ok(token) => {
+                    let data = secret::docker_config_json(&spec.registry.host, &token);
+                    (data, token.expires_at, true)
+                }
+                Err(e) => return r.token_failed(&selection, &info, &e).await,
+            }
+        }
     };
 
-    let rendered = secret::render(&cr, &target, &spec.registry.host, &token);
-    let applied = r
-        .secrets()
-        .patch(
-            &target.name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&rendered),
-        )
-        .await;
-    if let Err(e) = applied {
-        let message = format!("cannot write Secret {target}: {e}");
-        let delay = schedule::backoff(
-            ctx.bump_failures(&key),
-            &ctx.settings.schedule,
-            &mut rand::rng(),
-        );
+    // Write what is missing, changed, or due; Secrets already holding this data are skipped.
+    let to_write: Vec<&Observed> = writable
+        .iter()
+        .copied()
+        .filter(|o| fetched || !o.intact)
+        .collect();
+    if let Err(message) = r.write_all(&to_write, &data, expires_at).await {
+        let delay = ctx.retry_delay(ctx.bump_failures(&r.key), r.expires_in());
         r.not_ready(reason::SECRET_WRITE_FAILED, &message, Some(delay))
             .await?;
         return Ok(Action::requeue(delay));
     }
-    ctx.clear_failures(&key);
+    let mut current: Vec<SecretReference> = writable.iter().map(|o| o.target.reference()).collect();
+    let left = r.prune(&current).await;
+    current.extend(left);
+    ctx.clear_failures(&r.key);
+
+    let last_updated = if fetched {
+        r.now
+    } else {
+        r.status().last_updated_time.map(|t| t.0).unwrap_or(r.now)
+    };
+    let next = schedule::next_refresh(
+        last_updated,
+        spec.frequency,
+        expires_at,
+        &ctx.settings.schedule,
+    );
     r.succeeded(
-        &spec,
-        &token,
-        &target,
-        ownership,
-        intact,
-        existing.is_some(),
+        &to_write,
+        current,
+        expires_at,
+        last_updated,
+        next,
+        fetched,
+        conflict_message,
     )
-    .await
+    .await?;
+    let next = if conflicts.is_empty() {
+        next
+    } else {
+        next.min(r.now + ctx.settings.conflict_recheck)
+    };
+    Ok(Action::requeue(until(r.now, next)))
+}
+
+/// What the plugins see of a resource (never the token).
+fn cr_info(cr: &ECRTokenRefresh, spec: &ValidSpec) -> CrInfo {
+    CrInfo {
+        name: cr.name_any(),
+        namespace: cr.namespace().unwrap_or_default(),
+        labels: cr.labels().clone(),
+        annotations: cr.annotations().clone(),
+        registry: spec.registry.host.clone(),
+        account_id: spec.registry.account_id.clone(),
+        region: spec.registry.region.clone(),
+        parameters: cr
+            .spec
+            .policy
+            .as_ref()
+            .map(|p| p.parameters.clone())
+            .unwrap_or_default(),
+    }
+}
+
+/// The plugins a resource selects (`None`: built-in).
+fn selection(cr: &ECRTokenRefresh) -> PolicySelection {
+    let p = cr.spec.policy.clone().unwrap_or_default();
+    PolicySelection {
+        naming: p.naming,
+        fanout: p.fanout,
+        retry: p.retry,
+    }
+}
+
+/// One target and what is there now.
+struct Observed {
+    target: SecretTarget,
+    existing: Option<Secret>,
+    ownership: Ownership,
+    intact: bool,
+}
+
+impl SecretTarget {
+    fn reference(&self) -> SecretReference {
+        SecretReference {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+        }
+    }
 }
 
 struct Reconciler<'a> {
@@ -137,27 +239,169 @@ struct Reconciler<'a> {
     ctx: &'a Context,
     namespace: String,
     now: Timestamp,
+    key: ObjectRef<ECRTokenRefresh>,
 }
 
 impl Reconciler<'_> {
-    fn secrets(&self) -> Api<Secret> {
-        Api::namespaced(self.ctx.client.clone(), &self.namespace)
+    fn secrets(&self, namespace: &str) -> Api<Secret> {
+        Api::namespaced(self.ctx.client.clone(), namespace)
     }
 
-    fn status(&self) -> crate::api::ECRTokenRefreshStatus {
+    fn status(&self) -> ECRTokenRefreshStatus {
         self.cr.status.clone().unwrap_or_default()
     }
 
-    fn target(&self) -> String {
+    fn name(&self) -> String {
         format!("{}/{}", self.namespace, self.cr.name_any())
     }
 
-    /// When the token now in the Secret is due for refresh, read back from status, so
+    /// Time left on the token now in the Secrets, per status; `None` if unknown or past.
+    fn expires_in(&self) -> Option<Duration> {
+        self.status()
+            .expires_at
+            .map(|t| until(self.now, t.0))
+            .filter(|d| !d.is_zero())
+    }
+
+    /// The Secrets this resource should have: the resource's own namespace (fan-out is
+    /// the next step), each with the name the naming policy gives.
+    async fn targets(
+        &self,
+        selection: &PolicySelection,
+        info: &CrInfo,
+    ) -> Result<Vec<SecretTarget>, PolicyError> {
+        let namespaces = vec![self.namespace.clone()];
+        let mut targets = Vec::with_capacity(namespaces.len());
+        for namespace in namespaces {
+            let name = self
+                .ctx
+                .policies
+                .secret_name(selection, info, &namespace)
+                .await?;
+            targets.push(SecretTarget { namespace, name });
+        }
+        Ok(targets)
+    }
+
+    /// Reads each target Secret (a foreign one must be seen to be left alone), a bounded
+    /// number at once.
+    async fn observe(&self, targets: Vec<SecretTarget>) -> Result<Vec<Observed>, Error> {
+        let reads: Vec<_> = targets.into_iter().map(|t| self.observe_one(t)).collect();
+        futures::stream::iter(reads)
+            .buffered(self.ctx.settings.write_concurrency.max(1))
+            .try_collect()
+            .await
+    }
+
+    async fn observe_one(&self, target: SecretTarget) -> Result<Observed, Error> {
+        let existing = self
+            .secrets(&target.namespace)
+            .get_opt(&target.name)
+            .await
+            .map_err(|source| Error::ReadSecret {
+                target: target.to_string(),
+                source,
+            })?;
+        let ownership = secret::ownership(existing.as_ref(), self.cr);
+        let intact = ownership == Ownership::Ours
+            && existing
+                .as_ref()
+                .is_some_and(|s| secret::is_intact(s, self.cr, &self.cr.spec.ecr_registry));
+        Ok(Observed {
+            target,
+            existing,
+            ownership,
+            intact,
+        })
+    }
+
+    /// Applies the Secret at every target in `to_write`, a bounded number at once.
+    ///
+    /// # Errors
+    /// A message naming the Secrets that could not be written.
+    async fn write_all(
+        &self,
+        to_write: &[&Observed],
+        data: &[u8],
+        expires_at: Timestamp,
+    ) -> Result<(), String> {
+        let writes: Vec<_> = to_write
+            .iter()
+            .map(|o| self.write_one(&o.target, data, expires_at))
+            .collect();
+        let results: Vec<Result<(), String>> = futures::stream::iter(writes)
+            .buffer_unordered(self.ctx.settings.write_concurrency.max(1))
+            .collect()
+            .await;
+        let failures: Vec<String> = results.into_iter().filter_map(Result::err).collect();
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(failures.join("; "))
+        }
+    }
+
+    async fn write_one(
+        &self,
+        target: &SecretTarget,
+        data: &[u8],
+        expires_at: Timestamp,
+    ) -> Result<(), String> {
+        let rendered = secret::render_data(self.cr, target, data.to_vec(), expires_at);
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        self.secrets(&target.namespace)
+            .patch(&target.name, &params, &Patch::Apply(&rendered))
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("cannot write Secret {target}: {e}"))
+    }
+
+    /// Deletes Secrets this resource wrote before (per status) but no longer targets, when
+    /// they are still ours. Returns those that could not be removed: status keeps listing
+    /// them, so the next reconcile tries again.
+    async fn prune(&self, current: &[SecretReference]) -> Vec<SecretReference> {
+        let mut left = Vec::new();
+        for old in self
+            .status()
+            .secrets
+            .iter()
+            .filter(|s| !current.contains(s))
+        {
+            let api = self.secrets(&old.namespace);
+            let ours = match api.get_opt(&old.name).await {
+                Ok(existing) => secret::ownership(existing.as_ref(), self.cr) == Ownership::Ours,
+                Err(error) => {
+                    tracing::warn!(secret = %format!("{}/{}", old.namespace, old.name), %error, "cannot read a Secret no longer targeted");
+                    left.push(old.clone());
+                    continue;
+                }
+            };
+            if !ours {
+                continue;
+            }
+            match api.delete(&old.name, &DeleteParams::default()).await {
+                Ok(_) => {
+                    tracing::info!(secret = %format!("{}/{}", old.namespace, old.name), "removed a Secret no longer targeted")
+                }
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(error) => {
+                    tracing::warn!(secret = %format!("{}/{}", old.namespace, old.name), %error, "cannot remove a Secret no longer targeted");
+                    left.push(old.clone());
+                }
+            }
+        }
+        left
+    }
+
+    /// When the token now in the Secrets is due for refresh, read back from status, so
     /// that a restart does not refresh fresh tokens. `None` when status does not describe
     /// a successful refresh of the current generation.
     fn scheduled_refresh(&self, spec: &ValidSpec) -> Option<Timestamp> {
         let status = self.status();
-        if !status::is_ready(&status) || status.observed_generation != self.cr.meta().generation {
+        let refreshed = status::is_ready(&status)
+            || status::ready(&status)
+                .is_some_and(|c| c.reason == reason::SECRET_CONFLICT && !status.secrets.is_empty());
+        if !refreshed || status.observed_generation != self.cr.meta().generation {
             return None;
         }
         let (last, expires) = (status.last_updated_time?, status.expires_at?);
@@ -179,7 +423,7 @@ impl Reconciler<'_> {
         .await
         .map(|_| ())
         .map_err(|source| Error::WriteStatus {
-            target: self.target(),
+            target: self.name(),
             source,
         })
     }
@@ -231,94 +475,205 @@ impl Reconciler<'_> {
         Ok(())
     }
 
+    /// A policy (plugin) failed: `Ready=False` with reason `PolicyFailed` and the error,
+    /// which names the plugin and hook.
+    async fn policy_failed(
+        &self,
+        e: &PolicyError,
+        retry_in: Option<Duration>,
+    ) -> Result<(), Error> {
+        tracing::warn!(plugin = e.plugin(), hook = %e.hook(), reason = e.metric_label(), "policy failed");
+        let mut message = e.to_string();
+        if let Some(d) = retry_in {
+            message.push_str(&format!("; retrying in {}s", d.as_secs().max(1)));
+        }
+        self.not_ready(reason::POLICY_FAILED, &message, retry_in)
+            .await
+    }
+
+    /// ECR failed: keep the Secrets, ask the retry policy when to try again.
     async fn token_failed(
         &self,
-        key: &ObjectRef<ECRTokenRefresh>,
+        selection: &PolicySelection,
+        info: &CrInfo,
         e: &EcrError,
     ) -> Result<Action, Error> {
-        let attempt = self.ctx.bump_failures(key);
-        let expires_in = self
-            .status()
-            .expires_at
-            .map(|t| until(self.now, t.0))
-            .filter(|d| !d.is_zero());
-        let delay = schedule::clamp_before_expiry(
-            schedule::backoff(attempt, &self.ctx.settings.schedule, &mut rand::rng()),
-            expires_in,
-        );
+        let attempt = self.ctx.bump_failures(&self.key);
+        let expires_in = self.expires_in();
+        let failure = Failure {
+            kind: e.kind,
+            message: e.to_string(),
+            attempt,
+        };
+        let (decision, plugin_note) = match self
+            .ctx
+            .policies
+            .decide_retry(selection, info, &failure, expires_in)
+            .await
+        {
+            Ok(decision) => (decision, String::new()),
+            Err(pe) => {
+                tracing::warn!(
+                    plugin = pe.plugin(),
+                    reason = pe.metric_label(),
+                    "retry policy failed; using the built-in backoff"
+                );
+                self.event(
+                    EventType::Warning,
+                    reason::POLICY_FAILED,
+                    format!("{pe}; using the built-in backoff"),
+                    "Retry",
+                )
+                .await;
+                let delay = self.ctx.retry_delay(attempt, expires_in);
+                (
+                    RetryDecision::RetryAfter(delay),
+                    format!(" ({pe}; built-in backoff used)"),
+                )
+            }
+        };
         let kept = match self.status().expires_at {
             Some(t) => format!(
-                "the Secret {} is kept as it is (its token expires at {})",
-                self.target(),
+                "the Secrets are kept as they are (their token expires at {})",
                 t.0
             ),
             None => "no Secret is written until a token is obtained".to_string(),
         };
-        let message = format!(
-            "{e}; {kept}; attempt {attempt}, next in {}s",
-            delay.as_secs()
-        );
-        self.not_ready(e.kind.reason(), &message, Some(delay))
-            .await?;
-        Ok(Action::requeue(delay))
+        match decision {
+            RetryDecision::RetryAfter(delay) => {
+                let message = format!(
+                    "{e}; {kept}; attempt {attempt}, next in {}s{plugin_note}",
+                    delay.as_secs().max(1)
+                );
+                self.not_ready(e.kind.reason(), &message, Some(delay))
+                    .await?;
+                Ok(Action::requeue(delay))
+            }
+            RetryDecision::GiveUp { reason } => {
+                let message = format!(
+                    "{e}; {kept}; attempt {attempt}; the retry policy gave up ({reason}): \
+                     edit the resource to try again"
+                );
+                self.not_ready(e.kind.reason(), &message, None).await?;
+                Ok(Action::await_change())
+            }
+        }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn succeeded(
         &self,
-        spec: &ValidSpec,
-        token: &AuthorizationToken,
-        target: &SecretTarget,
-        ownership: Ownership,
-        intact: bool,
-        existed: bool,
-    ) -> Result<Action, Error> {
+        written: &[&Observed],
+        secrets: Vec<SecretReference>,
+        expires_at: Timestamp,
+        last_updated: Timestamp,
+        next: Timestamp,
+        fetched: bool,
+        conflicts: Option<String>,
+    ) -> Result<(), Error> {
         let settings = &self.ctx.settings.schedule;
-        let next = schedule::next_refresh(self.now, spec.frequency, token.expires_at, settings);
-        let mut message = format!(
-            "Secret {target} holds a token that expires at {}; next refresh at {next}",
-            token.expires_at
-        );
-        if schedule::arrived_expired(self.now, token.expires_at, settings) {
+        let places: Vec<String> = secrets
+            .iter()
+            .map(|s| format!("{}/{}", s.namespace, s.name))
+            .collect();
+        let what = if places.len() == 1 {
+            format!("Secret {}", places[0])
+        } else {
+            format!("{} Secrets", places.len())
+        };
+        let mut message =
+            format!("{what} hold a token that expires at {expires_at}; next refresh at {next}");
+        if places.len() == 1 {
+            message = message.replacen(" hold ", " holds ", 1);
+        }
+        if fetched && schedule::arrived_expired(self.now, expires_at, settings) {
             message.push_str(
                 " (ECR reported an expiry already in the past: check the clock; refreshing at the minimum interval)",
             );
-            tracing::warn!(expires_at = %token.expires_at, "token arrived already expired");
+            tracing::warn!(%expires_at, "token arrived already expired");
         }
-        let secrets = vec![SecretReference {
-            namespace: target.namespace.clone(),
-            name: target.name.clone(),
-        }];
-        let patch = status::success_patch(
-            &self.status(),
-            &message,
-            self.cr.meta().generation,
-            self.now,
-            token.expires_at,
-            next,
-            secrets,
-        );
-        self.patch_status(patch).await?;
-        let (reason, note) = match (ownership, existed, intact) {
-            (Ownership::Absent, _, _) | (_, false, _) => {
-                ("Created", format!("Created Secret {target}"))
+        let generation = self.cr.meta().generation;
+        let previous = self.status();
+        let patch = match &conflicts {
+            None => status::success_patch(
+                &previous,
+                &message,
+                generation,
+                last_updated,
+                expires_at,
+                next,
+                secrets,
+            ),
+            Some(conflict) => {
+                let mut p = status::success_patch(
+                    &previous,
+                    &message,
+                    generation,
+                    last_updated,
+                    expires_at,
+                    next,
+                    secrets,
+                );
+                let cond = status::ready_condition(
+                    &previous.conditions,
+                    false,
+                    reason::SECRET_CONFLICT,
+                    conflict,
+                    generation,
+                    self.now,
+                );
+                p["status"]["conditions"] = serde_json::json!([cond]);
+                p["status"]["phase"] = serde_json::json!(crate::api::Phase::Failed);
+                p["status"]["error"] = serde_json::json!(conflict);
+                p
             }
-            (_, true, false) => (
-                "Repaired",
-                format!("Rewrote Secret {target}, which had been changed"),
-            ),
-            _ => (
-                "Refreshed",
-                format!("Refreshed the token in Secret {target}"),
-            ),
         };
-        tracing::info!(secret = %target, expires_at = %token.expires_at, %next, reason, "secret written");
-        self.event(
-            EventType::Normal,
-            reason,
-            format!("{note}; it expires at {}", token.expires_at),
-            "Refresh",
-        )
-        .await;
-        Ok(Action::requeue(until(self.now, next)))
+        self.patch_status(patch).await?;
+        if let Some(conflict) = &conflicts {
+            let unchanged = status::ready(&previous)
+                .is_some_and(|c| c.reason == reason::SECRET_CONFLICT && &c.message == conflict);
+            if !unchanged {
+                self.event(
+                    EventType::Warning,
+                    reason::SECRET_CONFLICT,
+                    conflict.clone(),
+                    "Reconcile",
+                )
+                .await;
+            }
+        }
+        if written.is_empty() {
+            return Ok(());
+        }
+        let created = written.iter().filter(|o| o.existing.is_none()).count();
+        let repaired = written
+            .iter()
+            .filter(|o| o.existing.is_some() && !o.intact)
+            .count();
+        let (reason, verb) = if created > 0 {
+            ("Created", "Created")
+        } else if repaired > 0 {
+            ("Repaired", "Rewrote changed")
+        } else {
+            ("Refreshed", "Refreshed the token in")
+        };
+        let names: Vec<String> = written
+            .iter()
+            .take(5)
+            .map(|o| o.target.to_string())
+            .collect();
+        let more = written.len().saturating_sub(names.len());
+        let more = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
+        let note = format!(
+            "{verb} Secret {}{more}; the token expires at {expires_at}",
+            names.join(", ")
+        );
+        tracing::info!(secrets = written.len(), created, repaired, %expires_at, %next, reason, "secrets written");
+        self.event(EventType::Normal, reason, note, "Refresh").await;
+        Ok(())
     }
 }

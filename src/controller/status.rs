@@ -17,6 +17,8 @@ pub mod reason {
     pub const INVALID_SPEC: &str = "InvalidSpec";
     /// A Secret of the same name exists and is not ours.
     pub const SECRET_CONFLICT: &str = "SecretConflict";
+    /// A policy plugin failed or answered outside the guardrails; the message names it.
+    pub const POLICY_FAILED: &str = "PolicyFailed";
     /// Writing the Secret failed.
     pub const SECRET_WRITE_FAILED: &str = "SecretWriteFailed";
 }

@@ -15,7 +15,8 @@ use aws_smithy_types::error::display::DisplayErrorContext;
 use jiff::Timestamp;
 
 use super::{
-    AuthorizationToken, EcrError, ErrorKind, TokenRequest, TokenSource, decode_authorization_token,
+    AuthorizationToken, EcrError, FailureKind, TokenRequest, TokenSource,
+    decode_authorization_token,
 };
 
 /// Gets tokens with `GetAuthorizationToken`, one SDK client per region, sharing the
@@ -100,8 +101,8 @@ impl TokenSource for AwsTokenSource {
             }
         };
         let invalid = |message: &str| {
-            tracing::Span::current().record("outcome", ErrorKind::InvalidResponse.label());
-            fail(ErrorKind::InvalidResponse, message.to_string())
+            tracing::Span::current().record("outcome", FailureKind::InvalidResponse.label());
+            fail(FailureKind::InvalidResponse, message.to_string())
         };
         let data = output
             .authorization_data()
@@ -126,45 +127,45 @@ impl TokenSource for AwsTokenSource {
     }
 }
 
-/// Sorts an SDK error into an [`ErrorKind`], from the error code first and the HTTP
+/// Sorts an SDK error into an [`FailureKind`], from the error code first and the HTTP
 /// status second.
-fn classify<E>(err: &SdkError<E, HttpResponse>) -> ErrorKind
+fn classify<E>(err: &SdkError<E, HttpResponse>) -> FailureKind
 where
     E: ProvideErrorMetadata + StdError + 'static,
 {
     match err {
-        SdkError::TimeoutError(_) => ErrorKind::Network,
+        SdkError::TimeoutError(_) => FailureKind::Network,
         SdkError::DispatchFailure(d) => {
             if caused_by_credentials(err) {
-                ErrorKind::AccessDenied
+                FailureKind::AccessDenied
             } else if d.is_io() || d.is_timeout() {
-                ErrorKind::Network
+                FailureKind::Network
             } else {
-                ErrorKind::Other
+                FailureKind::Other
             }
         }
-        SdkError::ResponseError(_) => ErrorKind::InvalidResponse,
+        SdkError::ResponseError(_) => FailureKind::InvalidResponse,
         SdkError::ServiceError(s) => {
             let by_code = s.err().code().map(kind_from_code);
             let status = s.raw().status().as_u16();
             by_code.flatten().unwrap_or(match status {
-                429 => ErrorKind::Throttled,
-                401 | 403 => ErrorKind::AccessDenied,
-                500..=599 => ErrorKind::ServerError,
-                _ => ErrorKind::Other,
+                429 => FailureKind::Throttled,
+                401 | 403 => FailureKind::AccessDenied,
+                500..=599 => FailureKind::ServerError,
+                _ => FailureKind::Other,
             })
         }
-        _ if caused_by_credentials(err) => ErrorKind::AccessDenied,
-        _ => ErrorKind::Other,
+        _ if caused_by_credentials(err) => FailureKind::AccessDenied,
+        _ => FailureKind::Other,
     }
 }
 
-fn kind_from_code(code: &str) -> Option<ErrorKind> {
+fn kind_from_code(code: &str) -> Option<FailureKind> {
     Some(match code {
         "ThrottlingException"
         | "Throttling"
         | "TooManyRequestsException"
-        | "RequestLimitExceeded" => ErrorKind::Throttled,
+        | "RequestLimitExceeded" => FailureKind::Throttled,
         "AccessDeniedException"
         | "AccessDenied"
         | "UnrecognizedClientException"
@@ -174,9 +175,9 @@ fn kind_from_code(code: &str) -> Option<ErrorKind> {
         | "InvalidSignatureException"
         | "SignatureDoesNotMatch"
         | "MissingAuthenticationToken"
-        | "IncompleteSignature" => ErrorKind::AccessDenied,
+        | "IncompleteSignature" => FailureKind::AccessDenied,
         "ServerException" | "InternalFailure" | "InternalServerError" | "ServiceUnavailable" => {
-            ErrorKind::ServerError
+            FailureKind::ServerError
         }
         _ => return None,
     })

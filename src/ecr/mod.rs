@@ -14,7 +14,7 @@ use jiff::Timestamp;
 use secrecy::SecretString;
 
 pub use aws::AwsTokenSource;
-pub use error::{EcrError, ErrorKind};
+pub use error::{EcrError, FailureKind};
 pub use token::decode_authorization_token;
 
 /// What to ask ECR for.
@@ -50,7 +50,7 @@ pub trait TokenSource: Send + Sync {
     /// Gets a new authorization token for one registry.
     ///
     /// # Errors
-    /// [`EcrError`] with a [`ErrorKind`] that the retry policy uses.
+    /// [`EcrError`] with a [`FailureKind`] that the retry policy uses.
     async fn authorization_token(
         &self,
         request: &TokenRequest,

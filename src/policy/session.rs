@@ -250,15 +250,19 @@ impl<'p> PluginSession<'p> {
     /// Calls `validate-settings` with the plugin's settings.
     pub fn validate_settings(&mut self) -> Result<(), LoadError> {
         let settings = self.plugin.settings.clone();
-        let answer = self.run(None, self.plugin.limits.fuel, |store, instance, guests, exports| {
-            let g = match &guests.settings {
-                Some(g) => g,
-                None => guests
-                    .settings
-                    .insert(exports.settings.load(&mut *store, instance)?),
-            };
-            g.call_validate_settings(&mut *store, &settings)
-        });
+        let answer = self.run(
+            None,
+            self.plugin.limits.fuel,
+            |store, instance, guests, exports| {
+                let g = match &guests.settings {
+                    Some(g) => g,
+                    None => guests
+                        .settings
+                        .insert(exports.settings.load(&mut *store, instance)?),
+                };
+                g.call_validate_settings(&mut *store, &settings)
+            },
+        );
         match answer {
             Ok(Ok(())) => Ok(()),
             Ok(Err(msg)) => Err(LoadError::SettingsRejected(truncate(
@@ -279,16 +283,20 @@ impl<'p> PluginSession<'p> {
         let hook = Hook::Naming;
         let settings = self.plugin.settings.clone();
         let wit_cr = bindings::to_wit_cr(cr);
-        let r = self.run(Some(hook), self.plugin.limits.fuel, |store, instance, guests, exports| {
-            let g = match &guests.naming {
-                Some(g) => g,
-                None => {
-                    let idx = exports.naming.as_ref().ok_or_else(|| missing(hook))?;
-                    guests.naming.insert(idx.load(&mut *store, instance)?)
-                }
-            };
-            g.call_secret_name(&mut *store, &settings, &wit_cr, target_namespace)
-        });
+        let r = self.run(
+            Some(hook),
+            self.plugin.limits.fuel,
+            |store, instance, guests, exports| {
+                let g = match &guests.naming {
+                    Some(g) => g,
+                    None => {
+                        let idx = exports.naming.as_ref().ok_or_else(|| missing(hook))?;
+                        guests.naming.insert(idx.load(&mut *store, instance)?)
+                    }
+                };
+                g.call_secret_name(&mut *store, &settings, &wit_cr, target_namespace)
+            },
+        );
         self.finish(hook, r)
     }
 
@@ -333,16 +341,20 @@ impl<'p> PluginSession<'p> {
         let wit_cr = bindings::to_wit_cr(cr);
         let wit_failure = bindings::to_wit_failure(failure);
         let secs = token_expires_in.map(|d| d.as_secs());
-        let r = self.run(Some(hook), self.plugin.limits.fuel, |store, instance, guests, exports| {
-            let g = match &guests.retry {
-                Some(g) => g,
-                None => {
-                    let idx = exports.retry.as_ref().ok_or_else(|| missing(hook))?;
-                    guests.retry.insert(idx.load(&mut *store, instance)?)
-                }
-            };
-            g.call_decide(&mut *store, &settings, &wit_cr, &wit_failure, secs)
-        });
+        let r = self.run(
+            Some(hook),
+            self.plugin.limits.fuel,
+            |store, instance, guests, exports| {
+                let g = match &guests.retry {
+                    Some(g) => g,
+                    None => {
+                        let idx = exports.retry.as_ref().ok_or_else(|| missing(hook))?;
+                        guests.retry.insert(idx.load(&mut *store, instance)?)
+                    }
+                };
+                g.call_decide(&mut *store, &settings, &wit_cr, &wit_failure, secs)
+            },
+        );
         self.finish(hook, r).map(bindings::from_wit_decision)
     }
 

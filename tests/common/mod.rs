@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use ecr_token_refresh::controller::{self, ScheduleSettings, Settings};
 use ecr_token_refresh::ecr::TokenSource;
+use ecr_token_refresh::policy::{BuiltinRetry, Policies};
 use kube_standin::{RunningServer, StandIn};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -36,7 +37,11 @@ impl Cluster {
         let server = api.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let config = kube::Config::new(server.url.parse().unwrap());
         let client = kube::Client::try_from(config).unwrap();
-        Self { api, server, client }
+        Self {
+            api,
+            server,
+            client,
+        }
     }
 
     /// Creates the original sample `ECRTokenRefresh` in `default`, with `spec` merged in.
@@ -57,7 +62,9 @@ impl Cluster {
     }
 
     pub fn cr(&self, name: &str) -> Value {
-        self.api.get(CRS, Some("default"), name).unwrap_or(Value::Null)
+        self.api
+            .get(CRS, Some("default"), name)
+            .unwrap_or(Value::Null)
     }
 
     pub fn secret(&self, name: &str) -> Option<Value> {
@@ -78,7 +85,11 @@ impl Cluster {
                 c["status"] == status && c["reason"] == reason
             })
             .await;
-        assert!(ok, "{name} never got Ready={status}/{reason}; last: {:#}", self.cr(name)["status"]);
+        assert!(
+            ok,
+            "{name} never got Ready={status}/{reason}; last: {:#}",
+            self.cr(name)["status"]
+        );
         self.ready(name)
     }
 
@@ -100,10 +111,17 @@ impl Cluster {
     /// Waits until an Event of `type_` and `reason` about `name` exists; returns its note.
     pub async fn wait_event(&self, name: &str, type_: &str, reason: &str) -> String {
         let found = |c: &Cluster| {
-            c.events(name).into_iter().find(|(t, r, _)| t == type_ && r == reason).map(|(_, _, n)| n)
+            c.events(name)
+                .into_iter()
+                .find(|(t, r, _)| t == type_ && r == reason)
+                .map(|(_, _, n)| n)
         };
         let ok = self.api.wait_for(WAIT, |_| found(self).is_some()).await;
-        assert!(ok, "no {type_} event {reason} about {name}; events: {:?}", self.events(name));
+        assert!(
+            ok,
+            "no {type_} event {reason} about {name}; events: {:?}",
+            self.events(name)
+        );
         found(self).unwrap_or_default()
     }
 }
@@ -138,17 +156,22 @@ fn merge(base: &mut Value, patch: Value) {
     }
 }
 
-/// Settings that keep tests fast: 200 ms first retry, 2 s cap.
+/// Settings that keep tests fast: a foreign Secret is looked at again every second.
 pub fn fast_settings() -> Settings {
     Settings {
-        schedule: ScheduleSettings {
-            backoff_base: Duration::from_millis(200),
-            backoff_max: Duration::from_secs(2),
-            ..ScheduleSettings::default()
-        },
+        schedule: ScheduleSettings::default(),
         conflict_recheck: Duration::from_secs(1),
         ..Settings::default()
     }
+}
+
+/// Built-in policies with retries bounded by 200 ms, doubling up to 2 s.
+pub fn fast_policies() -> Arc<Policies> {
+    Arc::new(Policies::builtin().with_builtin_retry(BuiltinRetry {
+        base: Duration::from_millis(200),
+        cap: Duration::from_secs(2),
+        ..BuiltinRetry::default()
+    }))
 }
 
 /// The controller running in-process; stops (gracefully) on [`Running::stop`] or drop.
@@ -163,7 +186,10 @@ impl Running {
             let _ = tx.send(());
         }
         if let Some(task) = self.task.take() {
-            tokio::time::timeout(WAIT, task).await.expect("controller stops").unwrap();
+            tokio::time::timeout(WAIT, task)
+                .await
+                .expect("controller stops")
+                .unwrap();
         }
     }
 }
@@ -176,14 +202,30 @@ impl Drop for Running {
     }
 }
 
-pub fn start_controller(client: kube::Client, tokens: Arc<dyn TokenSource>, settings: Settings) -> Running {
+pub fn start_controller(
+    client: kube::Client,
+    tokens: Arc<dyn TokenSource>,
+    settings: Settings,
+) -> Running {
+    start_controller_with(client, tokens, fast_policies(), settings)
+}
+
+pub fn start_controller_with(
+    client: kube::Client,
+    tokens: Arc<dyn TokenSource>,
+    policies: Arc<Policies>,
+    settings: Settings,
+) -> Running {
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        controller::run(client, tokens, settings, async move {
+        controller::run(client, tokens, policies, settings, async move {
             let _ = rx.await;
         })
         .await
         .expect("controller starts");
     });
-    Running { stop: Some(tx), task: Some(task) }
+    Running {
+        stop: Some(tx),
+        task: Some(task),
+    }
 }

@@ -19,7 +19,11 @@ fn moto_server_path() -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Moto {
@@ -43,7 +47,10 @@ impl Moto {
                     path.display()
                 )
             });
-        let moto = Self { child: Some(child), port };
+        let moto = Self {
+            child: Some(child),
+            port,
+        };
         moto.wait_ready();
         moto
     }
@@ -56,7 +63,10 @@ impl Moto {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("moto_server did not listen on port {} within 30 s", self.port);
+        panic!(
+            "moto_server did not listen on port {} within 30 s",
+            self.port
+        );
     }
 
     pub fn url(&self) -> String {
@@ -76,7 +86,9 @@ impl Moto {
         aws_config::defaults(aws_config::BehaviorVersion::latest())
             .endpoint_url(self.url())
             .region(aws_config::Region::new("us-east-1"))
-            .credentials_provider(aws_credential_types::Credentials::new("test", "test", None, None, "tests"))
+            .credentials_provider(aws_credential_types::Credentials::new(
+                "test", "test", None, None, "tests",
+            ))
             .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
             .load()
             .await

@@ -5,7 +5,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use async_trait::async_trait;
-use ecr_token_refresh::ecr::{AuthorizationToken, EcrError, ErrorKind, TokenRequest, TokenSource};
+use ecr_token_refresh::ecr::{
+    AuthorizationToken, EcrError, FailureKind, TokenRequest, TokenSource,
+};
 use jiff::{SignedDuration, Timestamp};
 use secrecy::SecretString;
 
@@ -47,11 +49,14 @@ impl ScriptedTokens {
 
 #[async_trait]
 impl TokenSource for ScriptedTokens {
-    async fn authorization_token(&self, request: &TokenRequest) -> Result<AuthorizationToken, EcrError> {
+    async fn authorization_token(
+        &self,
+        request: &TokenRequest,
+    ) -> Result<AuthorizationToken, EcrError> {
         self.attempts.fetch_add(1, Ordering::SeqCst);
         if self.failing.load(Ordering::SeqCst) {
             return Err(EcrError {
-                kind: ErrorKind::Network,
+                kind: FailureKind::Network,
                 registry_id: request.registry_id.clone(),
                 region: request.region.clone(),
                 message: "connection refused (scripted)".into(),
