@@ -74,10 +74,17 @@ fn the_default_kustomization_renders_what_the_operator_needs() {
             );
         }
     }
-    // ...and nothing broader: no wildcards, no deletes, no Secret updates beyond patch.
+    // ...and nothing broader: no wildcards, no deletes of the custom resources, no
+    // Secret updates beyond patch.
     let text = role.to_string();
     assert!(!text.contains('*'), "wildcard in {text}");
-    assert!(!granted(role, "", "secrets", "delete"));
+    assert!(!granted(
+        role,
+        "ecr.aws.edenlab.io",
+        "ecrtokenrefreshes",
+        "delete"
+    ));
+    assert!(!granted(role, "", "secrets", "update"));
 
     let binding = find(&objs, "ClusterRoleBinding");
     let sa = find(&objs, "ServiceAccount");
