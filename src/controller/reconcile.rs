@@ -1,7 +1,8 @@
 //! One reconcile of one `ECRTokenRefresh`.
 
+use std::cell::Cell;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
@@ -18,6 +19,65 @@ use crate::api::{ECRTokenRefresh, SecretReference, ValidSpec};
 use crate::ecr::{AuthorizationToken, EcrError, TokenRequest};
 use crate::secret::{self, FIELD_MANAGER, Ownership, SecretTarget};
 
+tokio::task_local! {
+    /// What the current reconcile did, for the `reconciles` metric (set by [`outcome`]).
+    static OUTCOME: Cell<&'static str>;
+}
+
+/// Records what this reconcile did: on the `reconcile` span and for the metrics.
+fn outcome(what: &'static str) {
+    tracing::Span::current().record("outcome", what);
+    let _ = OUTCOME.try_with(|o| o.set(what));
+}
+
+/// [`reconcile`], counted and timed in `ctx.metrics` by outcome (`refreshed`,
+/// `up_to_date`, `invalid_spec`, `secret_conflict`, `token_failed`,
+/// `secret_write_failed`, `deleting`, or `error` when a Kubernetes call failed).
+pub(super) async fn observed(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let metrics = Arc::clone(&ctx.metrics);
+    let (result, what) = OUTCOME
+        .scope(Cell::new("error"), async move {
+            let result = reconcile(cr, ctx).await;
+            (result, OUTCOME.with(Cell::get))
+        })
+        .await;
+    let what = if result.is_err() { "error" } else { what };
+    metrics.reconcile_done(what, started.elapsed());
+    result
+}
+
+/// Runs one Kubernetes write inside a `k8s.write` span (kind, namespace, name, verb,
+/// outcome: `success` or the HTTP status / error class).
+async fn k8s_write<T, F>(
+    kind: &str,
+    namespace: &str,
+    name: &str,
+    verb: &str,
+    write: F,
+) -> Result<T, kube::Error>
+where
+    F: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    use tracing::Instrument as _;
+    let span = tracing::info_span!(
+        "k8s.write",
+        kind,
+        namespace,
+        name,
+        verb,
+        outcome = tracing::field::Empty
+    );
+    let result = write.instrument(span.clone()).await;
+    let outcome = match &result {
+        Ok(_) => "success".to_string(),
+        Err(kube::Error::Api(status)) => status.code.to_string(),
+        Err(_) => "transport_error".to_string(),
+    };
+    span.record("outcome", outcome.as_str());
+    result
+}
+
 /// Reconciles one resource:
 ///
 /// 1. validate the spec (a bad spec gets `Ready=False`/`InvalidSpec` and no AWS call);
@@ -33,7 +93,7 @@ use crate::secret::{self, FIELD_MANAGER, Ownership, SecretTarget};
 #[tracing::instrument(
     name = "reconcile",
     skip_all,
-    fields(namespace = cr.namespace().as_deref().unwrap_or(""), name = %cr.name_any(), generation = cr.meta().generation)
+    fields(namespace = cr.namespace().as_deref().unwrap_or(""), name = %cr.name_any(), generation = cr.meta().generation, outcome = tracing::field::Empty)
 )]
 pub async fn reconcile(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Result<Action, Error> {
     let key = ObjectRef::from_obj(cr.as_ref());
@@ -41,6 +101,8 @@ pub async fn reconcile(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Result<Ac
         .namespace()
         .ok_or_else(|| Error::MissingNamespace(cr.name_any()))?;
     if cr.meta().deletion_timestamp.is_some() {
+        outcome("deleting");
+        ctx.metrics.forget(&namespace, &cr.name_any());
         return Ok(Action::await_change());
     }
     // Whole seconds: status times are RFC 3339 seconds anyway, and messages stay readable.
@@ -57,6 +119,7 @@ pub async fn reconcile(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Result<Ac
         Err(e) => {
             r.not_ready(reason::INVALID_SPEC, &e.to_string(), None)
                 .await?;
+            outcome("invalid_spec");
             return Ok(Action::await_change());
         }
     };
@@ -80,6 +143,7 @@ pub async fn reconcile(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Result<Ac
              it is left untouched. Delete or rename it to let the operator write the pull Secret"
         );
         r.not_ready(reason::SECRET_CONFLICT, &message, None).await?;
+        outcome("secret_conflict");
         return Ok(Action::requeue(ctx.settings.conflict_recheck));
     }
     let intact = existing
@@ -88,6 +152,7 @@ pub async fn reconcile(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Result<Ac
 
     if let Some(due) = r.scheduled_refresh(&spec).filter(|due| intact && r.now < *due) {
         tracing::debug!(%due, "token still fresh; nothing to write");
+        outcome("up_to_date");
         return Ok(Action::requeue(until(r.now, due)));
     }
 
@@ -96,19 +161,31 @@ pub async fn reconcile(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Result<Ac
         registry_id: spec.registry.account_id.clone(),
     };
     let token = match ctx.tokens.authorization_token(&request).await {
-        Ok(token) => token,
-        Err(e) => return r.token_failed(&key, &e).await,
+        Ok(token) => {
+            ctx.metrics.ecr_call("success");
+            token
+        }
+        Err(e) => {
+            ctx.metrics.ecr_call(e.kind.label());
+            outcome("token_failed");
+            return r.token_failed(&key, &e).await;
+        }
     };
 
     let rendered = secret::render(&cr, &target, &spec.registry.host, &token);
-    let applied = r
-        .secrets()
-        .patch(
+    let secrets = r.secrets();
+    let applied = k8s_write(
+        "Secret",
+        &target.namespace,
+        &target.name,
+        "apply",
+        secrets.patch(
             &target.name,
             &PatchParams::apply(FIELD_MANAGER).force(),
             &Patch::Apply(&rendered),
-        )
-        .await;
+        ),
+    )
+    .await;
     if let Err(e) = applied {
         let message = format!("cannot write Secret {target}: {e}");
         let delay = schedule::backoff(
@@ -118,6 +195,7 @@ pub async fn reconcile(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Result<Ac
         );
         r.not_ready(reason::SECRET_WRITE_FAILED, &message, Some(delay))
             .await?;
+        outcome("secret_write_failed");
         return Ok(Action::requeue(delay));
     }
     ctx.clear_failures(&key);
@@ -171,10 +249,13 @@ impl Reconciler<'_> {
 
     async fn patch_status(&self, patch: serde_json::Value) -> Result<(), Error> {
         let api: Api<ECRTokenRefresh> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
-        api.patch_status(
-            &self.cr.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
+        let name = self.cr.name_any();
+        k8s_write(
+            "ECRTokenRefresh/status",
+            &self.namespace,
+            &name,
+            "patch",
+            api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)),
         )
         .await
         .map(|_| ())
@@ -192,12 +273,16 @@ impl Reconciler<'_> {
             action: action.to_string(),
             secondary: None,
         };
-        if let Err(error) = self
-            .ctx
-            .recorder
-            .publish(&event, &self.cr.object_ref(&()))
-            .await
-        {
+        let regarding = self.cr.object_ref(&());
+        let published = k8s_write(
+            "Event",
+            &self.namespace,
+            &self.cr.name_any(),
+            "create",
+            self.ctx.recorder.publish(&event, &regarding),
+        )
+        .await;
+        if let Err(error) = published {
             tracing::warn!(%error, reason, "cannot publish event");
         }
     }
@@ -312,6 +397,11 @@ impl Reconciler<'_> {
             ),
         };
         tracing::info!(secret = %target, expires_at = %token.expires_at, %next, reason, "secret written");
+        self.ctx.metrics.secret_written(reason);
+        self.ctx
+            .metrics
+            .token_expiry(&self.namespace, &self.cr.name_any(), token.expires_at);
+        outcome("refreshed");
         self.event(
             EventType::Normal,
             reason,
