@@ -5,9 +5,14 @@
 //! the status. Tokens never appear in logs, events, errors or `Debug` output.
 
 pub mod api;
+pub mod config;
 pub mod controller;
 pub mod crd;
 pub mod ecr;
+pub mod leader;
+pub mod metrics;
+pub mod operator;
 pub mod policy;
 pub mod secret;
+pub mod server;
 pub mod telemetry;

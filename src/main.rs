@@ -2,14 +2,13 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use ecr_token_refresh::api::parse_go_duration;
-use ecr_token_refresh::controller::{self, ScheduleSettings, Settings};
+use ecr_token_refresh::config::{self, CliOverrides, OperatorConfig};
 use ecr_token_refresh::ecr::AwsTokenSource;
-use ecr_token_refresh::policy::{BuiltinRetry, HostConfig, PluginRegistry, Policies, testcmd};
+use ecr_token_refresh::operator::{self, Handles};
+use ecr_token_refresh::policy::testcmd;
 use ecr_token_refresh::telemetry::{self, LogFormat};
 
 /// Kubernetes operator that keeps Amazon ECR image-pull Secrets fresh.
@@ -25,7 +24,10 @@ enum Command {
     /// Run the controller. Finds the cluster like kubectl (KUBECONFIG, then in-cluster)
     /// and AWS credentials with the SDK's default chain (AWS_* variables, profile, IRSA,
     /// EKS Pod Identity, IMDS).
-    Run(RunArgs),
+    Run(ConfigArgs),
+    /// Print the effective configuration (defaults, config file, environment, flags),
+    /// each value with where it came from; secret-looking values are redacted.
+    Config(ConfigArgs),
     /// Print the CustomResourceDefinition YAML generated from the Rust types.
     Crd,
     /// Policy plugins.
@@ -41,43 +43,25 @@ enum PluginCommand {
     Test(testcmd::PluginTestArgs),
 }
 
+/// Where the configuration comes from.
 #[derive(clap::Args)]
-struct RunArgs {
-    /// Watch only this namespace (default: all namespaces).
-    #[arg(long, env = "ECR_TOKEN_REFRESH_NAMESPACE")]
-    namespace: Option<String>,
-    /// Refresh at least this long before a token expires (Go duration).
-    #[arg(long, default_value = "30m", value_parser = duration)]
-    refresh_margin: Duration,
-    /// Never refresh one resource more often than this (Go duration).
-    #[arg(long, default_value = "60s", value_parser = duration)]
-    min_refresh_interval: Duration,
-    /// Bound of the first retry delay after a failure (Go duration); doubles per attempt,
-    /// with full jitter.
-    #[arg(long, default_value = "1s", value_parser = duration)]
-    backoff_base: Duration,
-    /// Longest retry delay (Go duration); retries continue at this pace.
-    #[arg(long, default_value = "5m", value_parser = duration)]
-    backoff_max: Duration,
-    /// Policy plugins registered by the cluster owner (YAML; see config/plugins.yaml).
-    /// Resources select among them by name in `spec.policy`.
-    #[arg(long, env = "ECR_TOKEN_REFRESH_PLUGINS")]
-    plugins: Option<PathBuf>,
-    /// Resources reconciled at once.
-    #[arg(long, default_value_t = 8)]
-    concurrency: u16,
-    /// Log format.
-    #[arg(
-        long,
-        value_enum,
-        default_value_t,
-        env = "ECR_TOKEN_REFRESH_LOG_FORMAT"
-    )]
-    log_format: LogFormat,
+struct ConfigArgs {
+    /// Config file (YAML or TOML). Default: the file named by ECR_TOKEN_REFRESH_CONFIG,
+    /// else none. Every key can also be set as ECR_TOKEN_REFRESH_<SECTION>__<KEY>.
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Log format; overrides `log.format` from the file and the environment.
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
 }
 
-fn duration(s: &str) -> Result<Duration, String> {
-    parse_go_duration(s).map_err(|e| e.to_string())
+impl ConfigArgs {
+    fn load(&self) -> anyhow::Result<config::LoadedConfig> {
+        let cli = CliOverrides {
+            log_format: self.log_format,
+        };
+        Ok(config::load(self.config.as_deref(), &cli)?)
+    }
 }
 
 #[tokio::main]
@@ -87,48 +71,37 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", ecr_token_refresh::crd::crd_yaml()?);
             Ok(())
         }
-        Command::Run(args) => run(args).await,
+        Command::Config(args) => {
+            print!("{}", args.load()?.explain());
+            Ok(())
+        }
+        Command::Run(args) => run(args.load()?.config).await,
         Command::Plugin(PluginCommand::Test(args)) => testcmd::run(args),
     }
 }
 
-async fn run(args: RunArgs) -> anyhow::Result<()> {
-    telemetry::init(args.log_format);
-    let registry = match &args.plugins {
-        Some(path) => PluginRegistry::load_file(path)?,
-        None => PluginRegistry::default(),
-    };
-    let retry = BuiltinRetry {
-        base: args.backoff_base,
-        cap: args.backoff_max,
-        ..BuiltinRetry::default()
-    };
-    // Compiling plugins blocks: keep it off the async workers.
-    let policies = tokio::task::spawn_blocking(move || {
-        Policies::load(&registry, HostConfig::default()).with_builtin_retry(retry)
-    })
-    .await?;
-    let settings = Settings {
-        namespace: args.namespace,
-        schedule: ScheduleSettings {
-            refresh_margin: args.refresh_margin,
-            min_refresh_interval: args.min_refresh_interval,
-        },
-        concurrency: args.concurrency,
-        ..Settings::default()
-    };
+async fn run(config: OperatorConfig) -> anyhow::Result<()> {
+    let telemetry = telemetry::init(&config.log, &config.telemetry)?;
+    let result = serve(config).await;
+    if let Err(error) = &result {
+        tracing::error!(error = format!("{error:#}"), "stopped");
+    }
+    telemetry.shutdown().await;
+    result
+}
+
+async fn serve(config: OperatorConfig) -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("cannot find a Kubernetes cluster (KUBECONFIG, ~/.kube/config or in-cluster)")?;
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("server.listen: cannot listen on {}", config.server.listen))?;
+    let address = listener.local_addr().unwrap_or(config.server.listen);
+    tracing::info!(%address, "serving /metrics, /healthz and /readyz");
     let tokens = Arc::new(AwsTokenSource::from_env().await);
-    controller::run(
-        client,
-        tokens,
-        Arc::new(policies),
-        settings,
-        shutdown_signal(),
-    )
-    .await?;
+    let handles = Handles::new(&config);
+    operator::run(config, client, tokens, listener, handles, shutdown_signal()).await?;
     Ok(())
 }
 

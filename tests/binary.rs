@@ -1,5 +1,6 @@
-//! The real `ecr-token-refresh run` binary, configured only through `KUBECONFIG` and the
-//! standard `AWS_*` variables, against the Kubernetes stand-in and moto.
+//! The real `ecr-token-refresh run` binary, configured only through `KUBECONFIG`, the
+//! standard `AWS_*` variables and `ECR_TOKEN_REFRESH_*` overrides, against the Kubernetes
+//! stand-in and moto.
 
 mod common;
 
@@ -23,8 +24,11 @@ async fn the_binary_turns_the_sample_into_a_secret_and_survives_an_ecr_outage() 
     cluster.apply_sample("ecr-credentials", json!({}));
     let started = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_ecr-token-refresh"))
-        .args(["run", "--backoff-base", "500ms", "--backoff-max", "2s"])
+        .arg("run")
         .env_clear()
+        .env("ECR_TOKEN_REFRESH_REFRESH__BACKOFF_BASE", "500ms")
+        .env("ECR_TOKEN_REFRESH_REFRESH__BACKOFF_MAX", "2s")
+        .env("ECR_TOKEN_REFRESH_SERVER__LISTEN", "127.0.0.1:0")
         .env("KUBECONFIG", &kubeconfig)
         .env("AWS_ENDPOINT_URL_ECR", moto.url())
         .env("AWS_ACCESS_KEY_ID", "test")
@@ -137,6 +141,7 @@ async fn run_without_a_cluster_fails_with_a_clear_error() {
         .arg("run")
         .env("KUBECONFIG", &kubeconfig)
         .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("ECR_TOKEN_REFRESH_SERVER__LISTEN", "127.0.0.1:0")
         .output()
         .unwrap();
     assert!(!out.status.success());

@@ -7,7 +7,6 @@ mod common;
 mod plugins;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use common::tokens::ScriptedTokens;
 use common::*;

@@ -20,8 +20,10 @@ use kube::runtime::watcher;
 
 use crate::api::ECRTokenRefresh;
 use crate::ecr::TokenSource;
+use crate::metrics::Metrics;
 use crate::policy::Policies;
 use crate::secret::MANAGED_SELECTOR;
+use crate::server::Health;
 
 pub use reconcile::reconcile;
 pub use schedule::ScheduleSettings;
@@ -65,6 +67,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Timing and scope.
     pub settings: Settings,
+    /// Where reconciles record metrics (an unregistered set unless the operator sets one).
+    pub metrics: Arc<Metrics>,
     /// Consecutive failures per resource, for backoff; cleared by a success.
     failures: Mutex<HashMap<ObjectRef<ECRTokenRefresh>, u32>>,
 }
@@ -88,6 +92,7 @@ impl Context {
             tokens,
             policies,
             settings,
+            metrics: Arc::new(Metrics::default()),
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -189,6 +194,42 @@ pub async fn run(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), StartError> {
+    run_with(
+        client,
+        tokens,
+        policies,
+        settings,
+        Observers::default(),
+        shutdown,
+    )
+    .await
+}
+
+/// What the operator around the controller observes it with.
+#[derive(Debug, Clone, Default)]
+pub struct Observers {
+    /// Where reconciles record metrics.
+    pub metrics: Arc<Metrics>,
+    /// Told when the controller's caches are synced (for `/readyz`).
+    pub health: Option<Arc<Health>>,
+}
+
+/// How often expiry gauges of deleted resources are dropped.
+const METRICS_PRUNE_INTERVAL: Duration = Duration::from_secs(15);
+
+/// [`run`], recording into `observers`: reconcile metrics, and readiness once the
+/// custom resources are listed (cache synced).
+///
+/// # Errors
+/// [`StartError`] when the custom resources cannot be listed at start-up.
+pub async fn run_with(
+    client: Client,
+    tokens: Arc<dyn TokenSource>,
+    policies: Arc<Policies>,
+    settings: Settings,
+    observers: Observers,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> Result<(), StartError> {
     let (crs, secrets): (Api<ECRTokenRefresh>, Api<Secret>) = match &settings.namespace {
         Some(ns) => (
             Api::namespaced(client.clone(), ns),
@@ -200,18 +241,22 @@ pub async fn run(
         .await
         .map_err(StartError::CrdMissing)?;
     let concurrency = settings.concurrency;
-    let ctx = Arc::new(Context::new(client, tokens, policies, settings));
+    let mut ctx = Context::new(client, tokens, policies, settings);
+    ctx.metrics = Arc::clone(&observers.metrics);
+    let ctx = Arc::new(ctx);
     tracing::info!("controller started");
-    Controller::new(crs, watcher::Config::default().any_semantic())
+    let controller = Controller::new(crs, watcher::Config::default().any_semantic())
         .owns(
             secrets,
             watcher::Config::default()
                 .labels(MANAGED_SELECTOR)
                 .any_semantic(),
         )
-        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
+    let observer = tokio::spawn(observe_store(controller.store(), observers.clone()));
+    controller
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile::observed, error_policy, ctx)
         .for_each(|result| async move {
             match result {
                 Ok((obj, action)) => tracing::debug!(%obj, ?action, "reconciled"),
@@ -220,6 +265,31 @@ pub async fn run(
             }
         })
         .await;
+    observer.abort();
+    if let Some(health) = &observers.health {
+        health.set_synced(false);
+    }
     tracing::info!("controller stopped");
     Ok(())
+}
+
+/// Marks the caches synced once the resources are listed, then keeps the expiry gauges
+/// to the resources that still exist.
+async fn observe_store(
+    store: kube::runtime::reflector::Store<ECRTokenRefresh>,
+    observers: Observers,
+) {
+    if store.wait_until_ready().await.is_err() {
+        return;
+    }
+    if let Some(health) = &observers.health {
+        health.set_synced(true);
+    }
+    tracing::debug!("controller caches synced");
+    loop {
+        tokio::time::sleep(METRICS_PRUNE_INTERVAL).await;
+        observers.metrics.retain_expiry(|namespace, name| {
+            store.get(&ObjectRef::new(name).within(namespace)).is_some()
+        });
+    }
 }

@@ -1,7 +1,8 @@
 //! One reconcile of one `ECRTokenRefresh`.
 
+use std::cell::Cell;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
@@ -19,6 +20,65 @@ use crate::api::{ECRTokenRefresh, ECRTokenRefreshStatus, SecretReference, ValidS
 use crate::ecr::{EcrError, TokenRequest};
 use crate::policy::{CrInfo, Failure, PolicyError, PolicySelection, RetryDecision};
 use crate::secret::{self, FIELD_MANAGER, Ownership, SecretTarget};
+
+tokio::task_local! {
+    /// What the current reconcile did, for the `reconciles` metric (set by [`outcome`]).
+    static OUTCOME: Cell<&'static str>;
+}
+
+/// Records what this reconcile did: on the `reconcile` span and for the metrics.
+fn outcome(what: &'static str) {
+    tracing::Span::current().record("outcome", what);
+    let _ = OUTCOME.try_with(|o| o.set(what));
+}
+
+/// [`reconcile`], counted and timed in `ctx.metrics` by outcome (`refreshed`,
+/// `up_to_date`, `invalid_spec`, `secret_conflict`, `token_failed`,
+/// `secret_write_failed`, `deleting`, or `error` when a Kubernetes call failed).
+pub(super) async fn observed(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let metrics = Arc::clone(&ctx.metrics);
+    let (result, what) = OUTCOME
+        .scope(Cell::new("error"), async move {
+            let result = reconcile(cr, ctx).await;
+            (result, OUTCOME.with(Cell::get))
+        })
+        .await;
+    let what = if result.is_err() { "error" } else { what };
+    metrics.reconcile_done(what, started.elapsed());
+    result
+}
+
+/// Runs one Kubernetes write inside a `k8s.write` span (kind, namespace, name, verb,
+/// outcome: `success` or the HTTP status / error class).
+async fn k8s_write<T, F>(
+    kind: &str,
+    namespace: &str,
+    name: &str,
+    verb: &str,
+    write: F,
+) -> Result<T, kube::Error>
+where
+    F: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    use tracing::Instrument as _;
+    let span = tracing::info_span!(
+        "k8s.write",
+        kind,
+        namespace,
+        name,
+        verb,
+        outcome = tracing::field::Empty
+    );
+    let result = write.instrument(span.clone()).await;
+    let outcome = match &result {
+        Ok(_) => "success".to_string(),
+        Err(kube::Error::Api(status)) => status.code.to_string(),
+        Err(_) => "transport_error".to_string(),
+    };
+    span.record("outcome", outcome.as_str());
+    result
+}
 
 /// Reconciles one resource:
 ///
@@ -39,13 +99,15 @@ use crate::secret::{self, FIELD_MANAGER, Ownership, SecretTarget};
 #[tracing::instrument(
     name = "reconcile",
     skip_all,
-    fields(namespace = cr.namespace().as_deref().unwrap_or(""), name = %cr.name_any(), generation = cr.meta().generation)
+    fields(namespace = cr.namespace().as_deref().unwrap_or(""), name = %cr.name_any(), generation = cr.meta().generation, outcome = tracing::field::Empty)
 )]
 pub async fn reconcile(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = cr
         .namespace()
         .ok_or_else(|| Error::MissingNamespace(cr.name_any()))?;
     if cr.meta().deletion_timestamp.is_some() {
+        outcome("deleting");
+        ctx.metrics.forget(&namespace, &cr.name_any());
         return Ok(Action::await_change());
     }
     // Whole seconds: status times are RFC 3339 seconds anyway, and messages stay readable.
@@ -66,12 +128,14 @@ pub async fn reconcile(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Result<Ac
         Err(e) => {
             r.not_ready(reason::INVALID_SPEC, &e.to_string(), None)
                 .await?;
+            outcome("invalid_spec");
             return Ok(Action::await_change());
         }
     };
     let info = cr_info(&cr, &spec);
     let selection = selection(&cr);
     if let Err(e) = ctx.policies.check_selection(&selection) {
+        outcome("policy_failed");
         r.policy_failed(&e, None).await?;
         return Ok(Action::await_change());
     }
@@ -80,6 +144,7 @@ pub async fn reconcile(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Result<Ac
         Ok(targets) => targets,
         Err(e) => {
             let delay = ctx.retry_delay(ctx.bump_failures(&r.key), r.expires_in());
+            outcome("policy_failed");
             r.policy_failed(&e, Some(delay)).await?;
             return Ok(Action::requeue(delay));
         }
@@ -105,6 +170,7 @@ pub async fn reconcile(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Result<Ac
     if writable.is_empty() {
         let message = conflict_message.unwrap_or_else(|| "no namespace selected".to_string());
         r.not_ready(reason::SECRET_CONFLICT, &message, None).await?;
+        outcome("secret_conflict");
         return Ok(Action::requeue(ctx.settings.conflict_recheck));
     }
 
@@ -113,6 +179,7 @@ pub async fn reconcile(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Result<Ac
     if fresh && writable.iter().all(|o| o.intact) && conflicts.is_empty() {
         let due = due.unwrap_or(r.now);
         tracing::debug!(%due, "token still fresh; nothing to write");
+        outcome("up_to_date");
         return Ok(Action::requeue(until(r.now, due)));
     }
 
@@ -134,10 +201,15 @@ pub async fn reconcile(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Result<Ac
             };
             match ctx.tokens.authorization_token(&request).await {
                 Ok(token) => {
+                    ctx.metrics.ecr_call("success");
                     let data = secret::docker_config_json(&spec.registry.host, &token);
                     (data, token.expires_at, true)
                 }
-                Err(e) => return r.token_failed(&selection, &info, &e).await,
+                Err(e) => {
+                    ctx.metrics.ecr_call(e.kind.label());
+                    outcome("token_failed");
+                    return r.token_failed(&selection, &info, &e).await;
+                }
             }
         }
     };
@@ -152,6 +224,7 @@ pub async fn reconcile(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Result<Ac
         let delay = ctx.retry_delay(ctx.bump_failures(&r.key), r.expires_in());
         r.not_ready(reason::SECRET_WRITE_FAILED, &message, Some(delay))
             .await?;
+        outcome("secret_write_failed");
         return Ok(Action::requeue(delay));
     }
     let mut current: Vec<SecretReference> = writable.iter().map(|o| o.target.reference()).collect();
@@ -170,6 +243,11 @@ pub async fn reconcile(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Result<Ac
         expires_at,
         &ctx.settings.schedule,
     );
+    outcome(if to_write.is_empty() {
+        "up_to_date"
+    } else {
+        "refreshed"
+    });
     r.succeeded(
         &to_write,
         current,
@@ -349,11 +427,17 @@ impl Reconciler<'_> {
     ) -> Result<(), String> {
         let rendered = secret::render_data(self.cr, target, data.to_vec(), expires_at);
         let params = PatchParams::apply(FIELD_MANAGER).force();
-        self.secrets(&target.namespace)
-            .patch(&target.name, &params, &Patch::Apply(&rendered))
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("cannot write Secret {target}: {e}"))
+        let api = self.secrets(&target.namespace);
+        k8s_write(
+            "Secret",
+            &target.namespace,
+            &target.name,
+            "apply",
+            api.patch(&target.name, &params, &Patch::Apply(&rendered)),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("cannot write Secret {target}: {e}"))
     }
 
     /// Deletes Secrets this resource wrote before (per status) but no longer targets, when
@@ -379,7 +463,16 @@ impl Reconciler<'_> {
             if !ours {
                 continue;
             }
-            match api.delete(&old.name, &DeleteParams::default()).await {
+            let dp = DeleteParams::default();
+            match k8s_write(
+                "Secret",
+                &old.namespace,
+                &old.name,
+                "delete",
+                api.delete(&old.name, &dp),
+            )
+            .await
+            {
                 Ok(_) => {
                     tracing::info!(secret = %format!("{}/{}", old.namespace, old.name), "removed a Secret no longer targeted")
                 }
@@ -415,10 +508,13 @@ impl Reconciler<'_> {
 
     async fn patch_status(&self, patch: serde_json::Value) -> Result<(), Error> {
         let api: Api<ECRTokenRefresh> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
-        api.patch_status(
-            &self.cr.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
+        let name = self.cr.name_any();
+        k8s_write(
+            "ECRTokenRefresh/status",
+            &self.namespace,
+            &name,
+            "patch",
+            api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)),
         )
         .await
         .map(|_| ())
@@ -436,12 +532,16 @@ impl Reconciler<'_> {
             action: action.to_string(),
             secondary: None,
         };
-        if let Err(error) = self
-            .ctx
-            .recorder
-            .publish(&event, &self.cr.object_ref(&()))
-            .await
-        {
+        let regarding = self.cr.object_ref(&());
+        let published = k8s_write(
+            "Event",
+            &self.namespace,
+            &self.cr.name_any(),
+            "create",
+            self.ctx.recorder.publish(&event, &regarding),
+        )
+        .await;
+        if let Err(error) = published {
             tracing::warn!(%error, reason, "cannot publish event");
         }
     }
@@ -642,6 +742,9 @@ impl Reconciler<'_> {
                 .await;
             }
         }
+        self.ctx
+            .metrics
+            .token_expiry(&self.namespace, &self.cr.name_any(), expires_at);
         if written.is_empty() {
             return Ok(());
         }
@@ -673,6 +776,9 @@ impl Reconciler<'_> {
             names.join(", ")
         );
         tracing::info!(secrets = written.len(), created, repaired, %expires_at, %next, reason, "secrets written");
+        for _ in written {
+            self.ctx.metrics.secret_written(reason);
+        }
         self.event(EventType::Normal, reason, note, "Refresh").await;
         Ok(())
     }

@@ -1,0 +1,443 @@
+//! Prometheus metrics (prometheus-client), all prefixed `ecr_token_refresh_`.
+//!
+//! | metric | type | labels | meaning |
+//! |---|---|---|---|
+//! | `ecr_token_refresh_reconciles_total` | counter | `outcome` | reconciles finished |
+//! | `ecr_token_refresh_reconcile_duration_seconds` | histogram | `outcome` | how long they took |
+//! | `ecr_token_refresh_ecr_requests_total` | counter | `outcome` | `GetAuthorizationToken` calls (`success` or the error kind) |
+//! | `ecr_token_refresh_secrets_written_total` | counter | `reason` | pull Secrets written (`Created`, `Refreshed`, `Repaired`) |
+//! | `ecr_token_refresh_plugin_calls_total` | counter | `plugin`, `hook`, `outcome` | policy plugin calls (`ok`, or why they failed) |
+//! | `ecr_token_refresh_plugin_failures_total` | counter | `plugin`, `hook`, `reason` | the failed ones |
+//! | `ecr_token_refresh_plugin_call_duration_seconds` | histogram | `plugin`, `hook` | plugin call time |
+//! | `ecr_token_refresh_token_expires_in_seconds` | gauge | `namespace`, `name` | seconds until the token in a resource's Secret expires, computed at scrape time (negative once expired) |
+//! | `ecr_token_refresh_token_expiry_timestamp_seconds` | gauge | `namespace`, `name` | when it expires (Unix time) |
+//! | `ecr_token_refresh_leader` | gauge | | 1 while this replica is the leader (or leader election is off), else 0 |
+//!
+//! Label values are resource names, plugin names and fixed words: never a token.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+/// Outcome label of a reconcile.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// e.g. `refreshed`, `up_to_date`, `token_failed`, `error`.
+    pub outcome: String,
+}
+
+/// Reason label of a written Secret.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// `Created`, `Refreshed` or `Repaired`.
+    pub reason: String,
+}
+
+/// Labels of a plugin call.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginLabels {
+    /// Registered plugin name.
+    pub plugin: String,
+    /// `naming`, `fanout` or `retry`.
+    pub hook: String,
+}
+
+/// Labels of a plugin call with its outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginOutcomeLabels {
+    /// Registered plugin name.
+    pub plugin: String,
+    /// `naming`, `fanout` or `retry`.
+    pub hook: String,
+    /// `ok`, or the failure's label (`trap`, `timeout`, `guardrail`, …).
+    pub outcome: String,
+}
+
+/// Labels of a failed plugin call.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginFailureLabels {
+    /// Registered plugin name.
+    pub plugin: String,
+    /// `naming`, `fanout` or `retry`.
+    pub hook: String,
+    /// The failure's label.
+    pub reason: String,
+}
+
+/// Labels naming one custom resource.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct ResourceLabels {
+    /// The resource's namespace.
+    pub namespace: String,
+    /// The resource's name.
+    pub name: String,
+}
+
+/// Reconcile durations: 1 ms to ~16 s.
+fn reconcile_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+/// Plugin call durations: 50 µs to ~0.8 s.
+fn plugin_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 15))
+}
+
+/// Every metric the operator records. Cheap to share (`Arc<Metrics>`); recording never
+/// blocks for long and never fails. A `Metrics` that was never [`register`](Self::register)ed
+/// records into nothing anyone reads (tests and tools use [`Metrics::default`]).
+#[derive(Debug)]
+pub struct Metrics {
+    reconciles: Family<OutcomeLabels, Counter>,
+    reconcile_duration: Family<OutcomeLabels, Histogram, fn() -> Histogram>,
+    ecr_requests: Family<OutcomeLabels, Counter>,
+    secrets_written: Family<ReasonLabels, Counter>,
+    plugin_calls: Family<PluginOutcomeLabels, Counter>,
+    plugin_failures: Family<PluginFailureLabels, Counter>,
+    plugin_duration: Family<PluginLabels, Histogram, fn() -> Histogram>,
+    expiry: Arc<ExpiryCollector>,
+    leader: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            reconciles: Family::default(),
+            reconcile_duration: Family::new_with_constructor(reconcile_histogram),
+            ecr_requests: Family::default(),
+            secrets_written: Family::default(),
+            plugin_calls: Family::default(),
+            plugin_failures: Family::default(),
+            plugin_duration: Family::new_with_constructor(plugin_histogram),
+            expiry: Arc::new(ExpiryCollector::default()),
+            leader: Gauge::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// A registry (prefix `ecr_token_refresh`) holding these metrics.
+    pub fn registry(&self) -> Registry {
+        let mut registry = Registry::with_prefix("ecr_token_refresh");
+        self.register(&mut registry);
+        registry
+    }
+
+    /// Registers every metric in `registry` (whose prefix, if any, is prepended).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "reconciles",
+            "Reconciles of ECRTokenRefresh resources, by outcome",
+            self.reconciles.clone(),
+        );
+        registry.register_with_unit(
+            "reconcile_duration",
+            "Time one reconcile took, by outcome",
+            Unit::Seconds,
+            self.reconcile_duration.clone(),
+        );
+        registry.register(
+            "ecr_requests",
+            "ECR GetAuthorizationToken calls, by outcome (success or the error kind)",
+            self.ecr_requests.clone(),
+        );
+        registry.register(
+            "secrets_written",
+            "Pull Secrets written, by reason (Created, Refreshed, Repaired)",
+            self.secrets_written.clone(),
+        );
+        registry.register(
+            "plugin_calls",
+            "Policy plugin calls, by plugin, hook and outcome",
+            self.plugin_calls.clone(),
+        );
+        registry.register(
+            "plugin_failures",
+            "Failed policy plugin calls, by plugin, hook and reason",
+            self.plugin_failures.clone(),
+        );
+        registry.register_with_unit(
+            "plugin_call_duration",
+            "Time one policy plugin call took, by plugin and hook",
+            Unit::Seconds,
+            self.plugin_duration.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica reconciles (is the leader, or leader election is off), else 0",
+            self.leader.clone(),
+        );
+        registry.register_collector(Box::new(Arc::clone(&self.expiry)));
+    }
+
+    /// One reconcile finished with `outcome` after `duration`.
+    pub fn reconcile_done(&self, outcome: &str, duration: Duration) {
+        let labels = OutcomeLabels {
+            outcome: outcome.to_owned(),
+        };
+        self.reconciles.get_or_create(&labels).inc();
+        self.reconcile_duration
+            .get_or_create(&labels)
+            .observe(duration.as_secs_f64());
+    }
+
+    /// One `GetAuthorizationToken` call finished: `success`, or the error kind's label.
+    pub fn ecr_call(&self, outcome: &str) {
+        self.ecr_requests
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// One pull Secret was written (`reason`: `Created`, `Refreshed`, `Repaired`).
+    pub fn secret_written(&self, reason: &str) {
+        self.secrets_written
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// One policy plugin call finished: `outcome` is `ok` or the failure's label.
+    pub fn plugin_call(&self, plugin: &str, hook: &str, outcome: &str, duration: Duration) {
+        self.plugin_calls
+            .get_or_create(&PluginOutcomeLabels {
+                plugin: plugin.to_owned(),
+                hook: hook.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        if outcome != "ok" {
+            self.plugin_failures
+                .get_or_create(&PluginFailureLabels {
+                    plugin: plugin.to_owned(),
+                    hook: hook.to_owned(),
+                    reason: outcome.to_owned(),
+                })
+                .inc();
+        }
+        self.plugin_duration
+            .get_or_create(&PluginLabels {
+                plugin: plugin.to_owned(),
+                hook: hook.to_owned(),
+            })
+            .observe(duration.as_secs_f64());
+    }
+
+    /// The token now in the Secret of resource `namespace/name` expires at `expires_at`.
+    pub fn token_expiry(&self, namespace: &str, name: &str, expires_at: Timestamp) {
+        self.expiry.set(
+            ResourceLabels {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+            },
+            expires_at,
+        );
+    }
+
+    /// Drops the expiry series of a resource that is gone.
+    pub fn forget(&self, namespace: &str, name: &str) {
+        self.expiry.remove(&ResourceLabels {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        });
+    }
+
+    /// Keeps the expiry series only of the resources for which `keep(namespace, name)`.
+    pub fn retain_expiry(&self, keep: impl Fn(&str, &str) -> bool) {
+        self.expiry.retain(|l| keep(&l.namespace, &l.name));
+    }
+
+    /// Sets the leader gauge.
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
+    }
+
+    /// Seconds until the token of `namespace/name` expires, as a scrape would show it.
+    pub fn expires_in(&self, namespace: &str, name: &str) -> Option<f64> {
+        self.expiry
+            .get(&ResourceLabels {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+            })
+            .map(|t| seconds_until(Timestamp::now(), t))
+    }
+}
+
+fn seconds_until(now: Timestamp, t: Timestamp) -> f64 {
+    t.duration_since(now).as_secs_f64()
+}
+
+/// The token expiry per resource; the "expires in" gauge is computed when scraped, so it
+/// counts down between refreshes.
+#[derive(Debug, Default)]
+struct ExpiryCollector {
+    expiries: Mutex<BTreeMap<ResourceLabels, Timestamp>>,
+}
+
+impl ExpiryCollector {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<ResourceLabels, Timestamp>> {
+        self.expiries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    fn set(&self, labels: ResourceLabels, t: Timestamp) {
+        self.lock().insert(labels, t);
+    }
+    fn remove(&self, labels: &ResourceLabels) {
+        self.lock().remove(labels);
+    }
+    fn retain(&self, keep: impl Fn(&ResourceLabels) -> bool) {
+        self.lock().retain(|l, _| keep(l));
+    }
+    fn get(&self, labels: &ResourceLabels) -> Option<Timestamp> {
+        self.lock().get(labels).copied()
+    }
+}
+
+impl Collector for ExpiryCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let now = Timestamp::now();
+        let snapshot: Vec<(ResourceLabels, Timestamp)> =
+            self.lock().iter().map(|(l, t)| (l.clone(), *t)).collect();
+        {
+            let mut family = encoder.encode_descriptor(
+                "token_expires_in",
+                "Seconds until the token in the resource's pull Secret expires (negative once expired)",
+                Some(&Unit::Seconds),
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            for (labels, t) in &snapshot {
+                let gauge = ConstGauge::new(seconds_until(now, *t));
+                gauge.encode(family.encode_family(labels)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "token_expiry_timestamp",
+            "When the token in the resource's pull Secret expires, as Unix time",
+            Some(&Unit::Seconds),
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (labels, t) in &snapshot {
+            let gauge = ConstGauge::new(t.as_millisecond() as f64 / 1000.0);
+            gauge.encode(family.encode_family(labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// The registry in Prometheus text exposition format (version 0.0.4).
+pub fn encode_text(registry: &Registry) -> String {
+    let mut out = String::new();
+    if prometheus_client::encoding::prometheus_text::encode(&mut out, registry).is_err() {
+        out.clear();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    #[test]
+    fn records_and_encodes_every_family() {
+        let m = Metrics::default();
+        let registry = m.registry();
+        m.reconcile_done("refreshed", Duration::from_millis(20));
+        m.reconcile_done("refreshed", Duration::from_millis(40));
+        m.reconcile_done("token_failed", Duration::from_millis(5));
+        m.ecr_call("success");
+        m.ecr_call("throttled");
+        m.secret_written("Created");
+        m.plugin_call("prefixed", "naming", "ok", Duration::from_micros(80));
+        m.plugin_call("prefixed", "naming", "timeout", Duration::from_millis(100));
+        let expires = Timestamp::now() + jiff::SignedDuration::from_hours(12);
+        m.token_expiry("apps", "creds", expires);
+        m.set_leader(true);
+
+        let text = encode_text(&registry);
+        let get = |s: &str| sample(&text, s).unwrap_or_else(|| panic!("no {s} in\n{text}"));
+        assert_eq!(
+            get(r#"ecr_token_refresh_reconciles_total{outcome="refreshed"}"#),
+            2.0
+        );
+        assert_eq!(
+            get(r#"ecr_token_refresh_reconcile_duration_seconds_count{outcome="refreshed"}"#),
+            2.0
+        );
+        assert!(
+            (get(r#"ecr_token_refresh_reconcile_duration_seconds_sum{outcome="refreshed"}"#)
+                - 0.06)
+                .abs()
+                < 1e-9
+        );
+        assert_eq!(
+            get(r#"ecr_token_refresh_ecr_requests_total{outcome="throttled"}"#),
+            1.0
+        );
+        assert_eq!(
+            get(r#"ecr_token_refresh_secrets_written_total{reason="Created"}"#),
+            1.0
+        );
+        assert_eq!(
+            get(
+                r#"ecr_token_refresh_plugin_calls_total{plugin="prefixed",hook="naming",outcome="ok"}"#
+            ),
+            1.0
+        );
+        assert_eq!(
+            get(
+                r#"ecr_token_refresh_plugin_failures_total{plugin="prefixed",hook="naming",reason="timeout"}"#
+            ),
+            1.0
+        );
+        assert_eq!(
+            get(
+                r#"ecr_token_refresh_plugin_call_duration_seconds_count{plugin="prefixed",hook="naming"}"#
+            ),
+            2.0
+        );
+        let left =
+            get(r#"ecr_token_refresh_token_expires_in_seconds{namespace="apps",name="creds"}"#);
+        assert!((left - 43_200.0).abs() < 5.0, "{left}");
+        let at = get(
+            r#"ecr_token_refresh_token_expiry_timestamp_seconds{namespace="apps",name="creds"}"#,
+        );
+        assert!((at - expires.as_second() as f64).abs() < 1.0, "{at}");
+        assert_eq!(get("ecr_token_refresh_leader"), 1.0);
+        assert!(
+            text.contains("# TYPE ecr_token_refresh_token_expires_in_seconds gauge"),
+            "{text}"
+        );
+
+        m.forget("apps", "creds");
+        let text = encode_text(&registry);
+        assert!(!text.contains(r#"name="creds""#), "{text}");
+    }
+
+    #[test]
+    fn retain_drops_gone_resources() {
+        let m = Metrics::default();
+        let t = Timestamp::now();
+        m.token_expiry("a", "keep", t);
+        m.token_expiry("a", "gone", t);
+        m.retain_expiry(|_, name| name == "keep");
+        assert!(m.expires_in("a", "keep").is_some());
+        assert!(m.expires_in("a", "gone").is_none());
+    }
+}
