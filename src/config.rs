@@ -110,12 +110,16 @@ impl Default for RefreshConfig {
 pub struct ControllerConfig {
     /// How many resources are reconciled at once. Default 8.
     pub concurrency: u16,
+    /// How many Secret writes one resource makes at once when it fans out to many
+    /// namespaces. Default 16.
+    pub write_concurrency: usize,
 }
 
 impl Default for ControllerConfig {
     fn default() -> Self {
         Self {
             concurrency: Settings::default().concurrency,
+            write_concurrency: Settings::default().write_concurrency,
         }
     }
 }
@@ -567,6 +571,9 @@ impl OperatorConfig {
         if self.controller.concurrency == 0 {
             bad("controller.concurrency", "must be at least 1".into());
         }
+        if self.controller.write_concurrency == 0 {
+            bad("controller.write_concurrency", "must be at least 1".into());
+        }
 
         let le = &self.leader_election;
         if !is_dns_subdomain(&le.lease_name) {
@@ -640,6 +647,13 @@ impl OperatorConfig {
             },
             conflict_recheck: self.refresh.conflict_recheck.0,
             concurrency: self.controller.concurrency,
+            write_concurrency: self.controller.write_concurrency,
+            fanout_sources: self
+                .fanout
+                .allowed_source_namespaces
+                .iter()
+                .cloned()
+                .collect(),
             ..Settings::default()
         }
     }

@@ -220,6 +220,7 @@ mod tests {
                 ecr_registry: "123456789012.dkr.ecr.us-east-1.amazonaws.com".into(),
                 frequency: "8h".into(),
                 region: "us-east-1".into(),
+                service_accounts: vec![],
                 policy: None,
             },
         );

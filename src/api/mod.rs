@@ -39,6 +39,7 @@ pub const GROUP: &str = "ecr.aws.edenlab.io";
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Registry","type":"string","jsonPath":".spec.ecrRegistry"}"#,
+    printcolumn = r#"{"name":"Namespaces","type":"integer","jsonPath":".status.servedNamespaces"}"#,
     printcolumn = r#"{"name":"Expires","type":"date","jsonPath":".status.expiresAt"}"#,
     printcolumn = r#"{"name":"Last Refresh","type":"date","jsonPath":".status.lastUpdatedTime"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -67,6 +68,13 @@ pub struct ECRTokenRefreshSpec {
     /// AWS region of the registry, e.g. `us-east-1`; must match the region in `ecrRegistry`.
     #[schemars(regex(pattern = r"^[a-z]{2}(-[a-z]+)+-[0-9]+$"))]
     pub region: String,
+
+    /// ServiceAccounts (by name) in each namespace that receives the Secret whose
+    /// `imagePullSecrets` should list it, e.g. `[default]`. Entries are added next to what
+    /// is there and removed only when the operator removes its Secret. Empty (the
+    /// default): ServiceAccounts are left alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service_accounts: Vec<String>,
 
     /// Optional policy plugins, by the names the cluster owner registered in the operator's
     /// configuration. Omitted: the built-in policies (Secret named after this resource, in
@@ -118,6 +126,12 @@ pub struct ECRTokenRefreshStatus {
     /// The Secrets this resource wrote.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<SecretReference>,
+    /// How many namespaces hold a current copy of the Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served_namespaces: Option<u32>,
+    /// Namespaces selected but not served, with why (e.g. a foreign Secret of that name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_namespaces: Vec<NamespaceFailure>,
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
@@ -143,6 +157,17 @@ pub struct SecretReference {
     pub namespace: String,
     /// Name of the Secret.
     pub name: String,
+}
+
+/// A selected namespace that could not be served.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct NamespaceFailure {
+    /// The namespace.
+    pub namespace: String,
+    /// CamelCase reason, e.g. `SecretConflict`.
+    pub reason: String,
+    /// What went wrong.
+    pub message: String,
 }
 
 /// The spec after validation: parsed values the controller works with.
@@ -193,6 +218,14 @@ impl ECRTokenRefreshSpec {
                     self.region, registry.region, self.ecr_registry
                 ),
             });
+        }
+        for (i, sa) in self.service_accounts.iter().enumerate() {
+            if crate::policy::guard::check_secret_name(sa).is_err() {
+                return Err(SpecError {
+                    field: "serviceAccounts",
+                    message: format!("item {i}: {sa:?} is not a valid ServiceAccount name"),
+                });
+            }
         }
         if let Some(policy) = &self.policy {
             for (field, name) in [

@@ -1,21 +1,28 @@
 //! The reconcile loop: `ECRTokenRefresh` events in, Secrets and status out.
 
+mod cleanup;
 mod reconcile;
 pub mod schedule;
 pub mod status;
+pub mod targets;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use kube::Client;
+use kube::ResourceExt;
 use kube::api::{Api, ListParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::reflector;
+use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
 
 use crate::api::ECRTokenRefresh;
@@ -41,6 +48,9 @@ pub struct Settings {
     pub concurrency: u16,
     /// How many Secret writes one resource makes at once when it fans out (default 16).
     pub write_concurrency: usize,
+    /// Namespaces whose resources may write Secrets into other namespaces (through a
+    /// fan-out plugin). Empty (the default): every resource stays in its own namespace.
+    pub fanout_sources: BTreeSet<String>,
 }
 
 impl Default for Settings {
@@ -51,6 +61,7 @@ impl Default for Settings {
             conflict_recheck: Duration::from_secs(60),
             concurrency: 8,
             write_concurrency: 16,
+            fanout_sources: BTreeSet::new(),
         }
     }
 }
@@ -69,8 +80,41 @@ pub struct Context {
     pub settings: Settings,
     /// Where reconciles record metrics (an unregistered set unless the operator sets one).
     pub metrics: Arc<Metrics>,
+    /// Watch caches of the managed Secrets, the Namespaces and the ServiceAccounts; `None`
+    /// when the context runs without watches (scripted tests), then every read is a GET.
+    pub caches: Option<Caches>,
     /// Consecutive failures per resource, for backoff; cleared by a success.
     failures: Mutex<HashMap<ObjectRef<ECRTokenRefresh>, u32>>,
+}
+
+/// Reflector stores the reconciles read instead of asking the API server.
+#[derive(Clone)]
+pub struct Caches {
+    /// Secrets with the managed-by label (only ours: memory stays flat in the number of
+    /// Secrets in the cluster).
+    pub secrets: Store<Secret>,
+    /// Namespace metadata (the fan-out candidates).
+    /// `None` for an operator watching one namespace: it cannot fan out.
+    pub namespaces: Option<Store<PartialObjectMeta<Namespace>>>,
+    /// ServiceAccounts (for `spec.serviceAccounts`).
+    pub service_accounts: Store<ServiceAccount>,
+}
+
+impl Caches {
+    /// Waits until every store has its initial list, so that a reconcile never mistakes an
+    /// unlisted namespace or Secret for an absent one.
+    pub async fn ready(&self) {
+        let namespaces = async {
+            if let Some(ns) = &self.namespaces {
+                let _ = ns.wait_until_ready().await;
+            }
+        };
+        let _ = tokio::join!(
+            self.secrets.wait_until_ready(),
+            namespaces,
+            self.service_accounts.wait_until_ready()
+        );
+    }
 }
 
 impl Context {
@@ -93,6 +137,7 @@ impl Context {
             policies,
             settings,
             metrics: Arc::new(Metrics::default()),
+            caches: None,
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -142,6 +187,15 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// Adding or removing the finalizer failed.
+    #[error("cannot update the finalizers of ECRTokenRefresh {target}: {source}")]
+    WriteMetadata {
+        /// `namespace/name`.
+        target: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
     /// The object has no namespace (it is a namespaced kind, so the API server never
     /// sends such an object).
     #[error("ECRTokenRefresh {0} has no namespace")]
@@ -154,6 +208,7 @@ impl Error {
         match self {
             Error::ReadSecret { .. } => "read_secret",
             Error::WriteStatus { .. } => "write_status",
+            Error::WriteMetadata { .. } => "write_metadata",
             Error::MissingNamespace(_) => "missing_namespace",
         }
     }
@@ -241,18 +296,87 @@ pub async fn run_with(
         .await
         .map_err(StartError::CrdMissing)?;
     let concurrency = settings.concurrency;
-    let mut ctx = Context::new(client, tokens, policies, settings);
-    ctx.metrics = Arc::clone(&observers.metrics);
-    let ctx = Arc::new(ctx);
-    tracing::info!("controller started");
-    let controller = Controller::new(crs, watcher::Config::default().any_semantic())
-        .owns(
+    let cluster_wide = settings.namespace.is_none();
+
+    // Managed Secrets: one label-selected watch feeds both the cache the reconciles read
+    // and the trigger that repairs a deleted or edited Secret.
+    let (secret_store, secret_writer) = reflector::store();
+    let secret_events = reflector(
+        secret_writer,
+        watcher::watcher(
             secrets,
             watcher::Config::default()
                 .labels(MANAGED_SELECTOR)
                 .any_semantic(),
-        )
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
+    // Namespaces (metadata only) are the fan-out candidates; only a cluster-wide
+    // operator can fan out.
+    let (ns_store, ns_writer) = reflector::store();
+    let ns_api: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
+    let ns_events = reflector(
+        ns_writer,
+        watcher::watcher(ns_api, watcher::Config::default().any_semantic()),
+    )
+    .default_backoff()
+    .touched_objects();
+    let (sa_store, sa_writer) = reflector::store();
+    let sa_api: Api<ServiceAccount> = match &settings.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let sa_events = reflector(
+        sa_writer,
+        watcher::watcher(sa_api, watcher::Config::default().any_semantic()),
+    )
+    .default_backoff()
+    .touched_objects();
+
+    let mut ctx = Context::new(client, tokens, policies, settings);
+    ctx.metrics = Arc::clone(&observers.metrics);
+    ctx.caches = Some(Caches {
+        secrets: secret_store,
+        namespaces: cluster_wide.then_some(ns_store),
+        service_accounts: sa_store,
+    });
+    let ctx = Arc::new(ctx);
+    tracing::info!("controller started");
+    let controller = Controller::new(crs, watcher::Config::default().any_semantic())
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
+    let crs_for_ns = controller.store();
+    let crs_for_sa = controller.store();
+    let mut controller = controller.owns_stream(secret_events).watches_stream(
+        sa_events,
+        move |sa: ServiceAccount| {
+            // A ServiceAccount named by a resource appeared or changed.
+            let name = sa.name_any();
+            crs_for_sa
+                .state()
+                .into_iter()
+                .filter(|cr| cr.spec.service_accounts.contains(&name))
+                .map(|cr| ObjectRef::from_obj(cr.as_ref()))
+                .collect::<Vec<_>>()
+        },
+    );
+    if cluster_wide {
+        controller =
+            controller.watches_stream(ns_events, move |ns: PartialObjectMeta<Namespace>| {
+                // Any namespace change may change what a fan-out plugin selects, and a
+                // resource's own namespace going away matters to it.
+                let name = ns.name_any();
+                crs_for_ns
+                    .state()
+                    .into_iter()
+                    .filter(|cr| {
+                        cr.spec.policy.as_ref().is_some_and(|p| p.fanout.is_some())
+                            || cr.namespace().as_deref() == Some(name.as_str())
+                    })
+                    .map(|cr| ObjectRef::from_obj(cr.as_ref()))
+                    .collect::<Vec<_>>()
+            });
+    }
     let observer = tokio::spawn(observe_store(controller.store(), observers.clone()));
     controller
         .graceful_shutdown_on(shutdown)

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Secret;
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
@@ -15,8 +17,10 @@ use kube::{Resource, ResourceExt};
 
 use super::schedule::{self, until};
 use super::status::{self, reason};
-use super::{Context, Error};
-use crate::api::{ECRTokenRefresh, ECRTokenRefreshStatus, SecretReference, ValidSpec};
+use super::{Context, Error, cleanup, targets};
+use crate::api::{
+    ECRTokenRefresh, ECRTokenRefreshStatus, NamespaceFailure, SecretReference, ValidSpec,
+};
 use crate::ecr::{EcrError, TokenRequest};
 use crate::policy::{CrInfo, Failure, PolicyError, PolicySelection, RetryDecision};
 use crate::secret::{self, FIELD_MANAGER, Ownership, SecretTarget};
@@ -105,9 +109,16 @@ pub async fn reconcile(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Result<Ac
     let namespace = cr
         .namespace()
         .ok_or_else(|| Error::MissingNamespace(cr.name_any()))?;
+    if let Some(caches) = &ctx.caches {
+        caches.ready().await;
+    }
     if cr.meta().deletion_timestamp.is_some() {
         outcome("deleting");
         ctx.metrics.forget(&namespace, &cr.name_any());
+        if cleanup::has_finalizer(&cr) {
+            cleanup::remove_copies(&ctx, &cr).await?;
+            cleanup::remove_finalizer(&ctx, &cr).await?;
+        }
         return Ok(Action::await_change());
     }
     // Whole seconds: status times are RFC 3339 seconds anyway, and messages stay readable.
@@ -149,6 +160,29 @@ pub async fn reconcile(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Result<Ac
             return Ok(Action::requeue(delay));
         }
     };
+    let stale = r.stale(&targets);
+    if targets
+        .iter()
+        .chain(&stale)
+        .any(|t| t.namespace != r.namespace)
+        && !cleanup::has_finalizer(&cr)
+    {
+        // Copies outside the resource's namespace cannot be owned by it: the finalizer
+        // lets the operator remove them when the resource is deleted.
+        cleanup::add_finalizer(&ctx, &cr).await?;
+    }
+    if targets.is_empty() {
+        let left = r.prune(&stale).await;
+        let message = "the fan-out policy selected no namespace; no Secret is written";
+        r.not_ready(reason::NO_NAMESPACE_SELECTED, message, None)
+            .await?;
+        outcome("no_namespace");
+        return Ok(if left.is_empty() {
+            Action::await_change()
+        } else {
+            Action::requeue(ctx.settings.conflict_recheck)
+        });
+    }
     let observed = r.observe(targets).await?;
     let conflicts: Vec<&SecretTarget> = observed
         .iter()
@@ -160,13 +194,21 @@ pub async fn reconcile(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Result<Ac
         .filter(|o| o.ownership != Ownership::Foreign)
         .collect();
     let conflict_message = (!conflicts.is_empty()).then(|| {
-        let list: Vec<String> = conflicts.iter().map(|t| t.to_string()).collect();
+        let list: Vec<String> = conflicts.iter().take(10).map(|t| t.to_string()).collect();
+        let more = conflicts.len().saturating_sub(list.len());
+        let more = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
         format!(
-            "Secret {} exists and is not managed by ecr-token-refresh for this resource; \
+            "Secret {}{more} exists and is not managed by ecr-token-refresh for this resource; \
              it is left untouched. Delete or rename it to let the operator write the pull Secret",
             list.join(", ")
         )
     });
+    let served: Vec<&SecretTarget> = writable.iter().map(|o| &o.target).collect();
+    let missing_sa = r.missing_pull_secrets(&served);
     if writable.is_empty() {
         let message = conflict_message.unwrap_or_else(|| "no namespace selected".to_string());
         r.not_ready(reason::SECRET_CONFLICT, &message, None).await?;
@@ -176,7 +218,12 @@ pub async fn reconcile(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Result<Ac
 
     let due = r.scheduled_refresh(&spec);
     let fresh = due.is_some_and(|due| r.now < due);
-    if fresh && writable.iter().all(|o| o.intact) && conflicts.is_empty() {
+    if fresh
+        && writable.iter().all(|o| o.intact)
+        && conflicts.is_empty()
+        && stale.is_empty()
+        && missing_sa.is_empty()
+    {
         let due = due.unwrap_or(r.now);
         tracing::debug!(%due, "token still fresh; nothing to write");
         outcome("up_to_date");
@@ -227,9 +274,9 @@ pub async fn reconcile(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Result<Ac
         outcome("secret_write_failed");
         return Ok(Action::requeue(delay));
     }
+    r.add_pull_secrets(&missing_sa).await;
     let mut current: Vec<SecretReference> = writable.iter().map(|o| o.target.reference()).collect();
-    let left = r.prune(&current).await;
-    current.extend(left);
+    current.extend(r.prune(&stale).await.iter().map(SecretTarget::reference));
     ctx.clear_failures(&r.key);
 
     let last_updated = if fetched {
@@ -248,9 +295,21 @@ pub async fn reconcile(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Result<Ac
     } else {
         "refreshed"
     });
+    let failed: Vec<NamespaceFailure> = conflicts
+        .iter()
+        .map(|t| NamespaceFailure {
+            namespace: t.namespace.clone(),
+            reason: reason::SECRET_CONFLICT.to_string(),
+            message: format!(
+                "Secret {t} exists and is not managed by ecr-token-refresh for this resource"
+            ),
+        })
+        .collect();
     r.succeeded(
         &to_write,
         current,
+        writable.len(),
+        failed,
         expires_at,
         last_updated,
         next,
@@ -348,17 +407,105 @@ impl Reconciler<'_> {
         selection: &PolicySelection,
         info: &CrInfo,
     ) -> Result<Vec<SecretTarget>, PolicyError> {
-        let namespaces = vec![self.namespace.clone()];
+        let policies = &self.ctx.policies;
+        let namespaces = if policies.needs_candidates(selection) {
+            let cached = self
+                .ctx
+                .caches
+                .as_ref()
+                .and_then(|c| c.namespaces.as_ref())
+                .map(|s| s.state());
+            let (candidates, allowed) = targets::candidates(
+                &self.namespace,
+                cached.as_deref(),
+                &self.ctx.settings.fanout_sources,
+            );
+            policies
+                .select_namespaces(selection, info, &candidates, &allowed)
+                .await?
+        } else {
+            vec![self.namespace.clone()]
+        };
         let mut targets = Vec::with_capacity(namespaces.len());
         for namespace in namespaces {
-            let name = self
-                .ctx
-                .policies
-                .secret_name(selection, info, &namespace)
-                .await?;
+            let name = policies.secret_name(selection, info, &namespace).await?;
             targets.push(SecretTarget { namespace, name });
         }
         Ok(targets)
+    }
+
+    /// Our Secrets (per the managed-Secret cache) that are no longer targeted.
+    fn stale(&self, targets: &[SecretTarget]) -> Vec<SecretTarget> {
+        let Some(caches) = &self.ctx.caches else {
+            // Without caches, what status lists is what we wrote.
+            let current: Vec<SecretReference> =
+                targets.iter().map(SecretTarget::reference).collect();
+            return self
+                .status()
+                .secrets
+                .into_iter()
+                .filter(|s| !current.contains(s))
+                .map(|s| SecretTarget {
+                    namespace: s.namespace,
+                    name: s.name,
+                })
+                .collect();
+        };
+        let cached = caches.secrets.state();
+        targets::stale(cached.iter().map(|s| s.as_ref()), self.cr, targets)
+    }
+
+    /// ServiceAccounts named in the spec that exist in a served namespace but do not list
+    /// the Secret yet.
+    fn missing_pull_secrets(&self, served: &[&SecretTarget]) -> Vec<(String, String, String)> {
+        let names = &self.cr.spec.service_accounts;
+        let Some(caches) = self.ctx.caches.as_ref().filter(|_| !names.is_empty()) else {
+            return Vec::new();
+        };
+        let wanted: BTreeSet<&str> = served.iter().map(|t| t.namespace.as_str()).collect();
+        let existing: BTreeMap<(String, String), ServiceAccount> = caches
+            .service_accounts
+            .state()
+            .iter()
+            .filter(|sa| {
+                names.contains(&sa.name_any())
+                    && sa.namespace().is_some_and(|n| wanted.contains(n.as_str()))
+            })
+            .map(|sa| {
+                (
+                    (sa.namespace().unwrap_or_default(), sa.name_any()),
+                    sa.as_ref().clone(),
+                )
+            })
+            .collect();
+        targets::missing_pull_secrets(served, names, &existing)
+    }
+
+    /// Adds the Secret to `imagePullSecrets` of each ServiceAccount, with a strategic
+    /// merge patch: the list is merged by name, so entries others put there stay.
+    /// Failures are logged; the next reconcile tries again.
+    async fn add_pull_secrets(&self, missing: &[(String, String, String)]) {
+        for (namespace, sa, secret_name) in missing {
+            let api: Api<ServiceAccount> = Api::namespaced(self.ctx.client.clone(), namespace);
+            let patch = serde_json::json!({"imagePullSecrets": [{"name": secret_name}]});
+            let pp = PatchParams::default();
+            let result = k8s_write(
+                "ServiceAccount",
+                namespace,
+                sa,
+                "patch",
+                api.patch(sa, &pp, &Patch::Strategic(&patch)),
+            )
+            .await;
+            match result {
+                Ok(_) => {
+                    tracing::info!(%namespace, service_account = %sa, secret = %secret_name, "added to imagePullSecrets")
+                }
+                Err(error) => {
+                    tracing::warn!(%namespace, service_account = %sa, %error, "cannot add to imagePullSecrets")
+                }
+            }
+        }
     }
 
     /// Reads each target Secret (a foreign one must be seen to be left alone), a bounded
@@ -372,14 +519,24 @@ impl Reconciler<'_> {
     }
 
     async fn observe_one(&self, target: SecretTarget) -> Result<Observed, Error> {
-        let existing = self
-            .secrets(&target.namespace)
-            .get_opt(&target.name)
-            .await
-            .map_err(|source| Error::ReadSecret {
-                target: target.to_string(),
-                source,
-            })?;
+        // A Secret of ours is in the managed-Secret cache; one that is not may be absent
+        // or someone else's, which only the API server knows.
+        let cached = self.ctx.caches.as_ref().and_then(|c| {
+            c.secrets
+                .get(&ObjectRef::new(&target.name).within(&target.namespace))
+                .map(|s| s.as_ref().clone())
+        });
+        let existing = match cached {
+            Some(secret) => Some(secret),
+            None => self
+                .secrets(&target.namespace)
+                .get_opt(&target.name)
+                .await
+                .map_err(|source| Error::ReadSecret {
+                    target: target.to_string(),
+                    source,
+                })?,
+        };
         let ownership = secret::ownership(existing.as_ref(), self.cr);
         let intact = ownership == Ownership::Ours
             && existing
@@ -440,29 +597,27 @@ impl Reconciler<'_> {
         .map_err(|e| format!("cannot write Secret {target}: {e}"))
     }
 
-    /// Deletes Secrets this resource wrote before (per status) but no longer targets, when
-    /// they are still ours. Returns those that could not be removed: status keeps listing
-    /// them, so the next reconcile tries again.
-    async fn prune(&self, current: &[SecretReference]) -> Vec<SecretReference> {
+    /// Deletes `stale` Secrets (ours, no longer targeted) and their entries in the named
+    /// ServiceAccounts' `imagePullSecrets`. Returns those that could not be removed:
+    /// status keeps listing them, so a later reconcile tries again.
+    async fn prune(&self, stale: &[SecretTarget]) -> Vec<SecretTarget> {
         let mut left = Vec::new();
-        for old in self
-            .status()
-            .secrets
-            .iter()
-            .filter(|s| !current.contains(s))
-        {
+        for old in stale {
             let api = self.secrets(&old.namespace);
-            let ours = match api.get_opt(&old.name).await {
-                Ok(existing) => secret::ownership(existing.as_ref(), self.cr) == Ownership::Ours,
-                Err(error) => {
-                    tracing::warn!(secret = %format!("{}/{}", old.namespace, old.name), %error, "cannot read a Secret no longer targeted");
-                    left.push(old.clone());
-                    continue;
+            if self.ctx.caches.is_none() {
+                // Known from status only: make sure it is still ours.
+                match api.get_opt(&old.name).await {
+                    Ok(existing)
+                        if secret::ownership(existing.as_ref(), self.cr) == Ownership::Ours => {}
+                    Ok(_) => continue,
+                    Err(error) => {
+                        tracing::warn!(secret = %old, %error, "cannot read a Secret no longer targeted");
+                        left.push(old.clone());
+                        continue;
+                    }
                 }
-            };
-            if !ours {
-                continue;
             }
+            self.remove_pull_secret(old).await;
             let dp = DeleteParams::default();
             match k8s_write(
                 "Secret",
@@ -473,17 +628,52 @@ impl Reconciler<'_> {
             )
             .await
             {
-                Ok(_) => {
-                    tracing::info!(secret = %format!("{}/{}", old.namespace, old.name), "removed a Secret no longer targeted")
-                }
+                Ok(_) => tracing::info!(secret = %old, "removed a Secret no longer targeted"),
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
                 Err(error) => {
-                    tracing::warn!(secret = %format!("{}/{}", old.namespace, old.name), %error, "cannot remove a Secret no longer targeted");
+                    tracing::warn!(secret = %old, %error, "cannot remove a Secret no longer targeted");
                     left.push(old.clone());
                 }
             }
         }
         left
+    }
+
+    /// Removes our entry (the Secret's name) from the `imagePullSecrets` of the named
+    /// ServiceAccounts in the Secret's namespace, leaving every other entry.
+    async fn remove_pull_secret(&self, old: &SecretTarget) {
+        let names = &self.cr.spec.service_accounts;
+        let Some(caches) = self.ctx.caches.as_ref().filter(|_| !names.is_empty()) else {
+            return;
+        };
+        for sa in caches.service_accounts.state() {
+            let listed = sa
+                .image_pull_secrets
+                .as_ref()
+                .is_some_and(|l| l.iter().any(|r| r.name == old.name));
+            if !listed
+                || !names.contains(&sa.name_any())
+                || sa.namespace().as_deref() != Some(old.namespace.as_str())
+            {
+                continue;
+            }
+            let name = sa.name_any();
+            let api: Api<ServiceAccount> = Api::namespaced(self.ctx.client.clone(), &old.namespace);
+            let patch =
+                serde_json::json!({"imagePullSecrets": [{"name": old.name, "$patch": "delete"}]});
+            let pp = PatchParams::default();
+            if let Err(error) = k8s_write(
+                "ServiceAccount",
+                &old.namespace,
+                &name,
+                "patch",
+                api.patch(&name, &pp, &Patch::Strategic(&patch)),
+            )
+            .await
+            {
+                tracing::warn!(namespace = %old.namespace, service_account = %name, %error, "cannot remove from imagePullSecrets");
+            }
+        }
     }
 
     /// When the token now in the Secrets is due for refresh, read back from status, so
@@ -665,6 +855,8 @@ impl Reconciler<'_> {
         &self,
         written: &[&Observed],
         secrets: Vec<SecretReference>,
+        served: usize,
+        failed: Vec<NamespaceFailure>,
         expires_at: Timestamp,
         last_updated: Timestamp,
         next: Timestamp,
@@ -728,6 +920,9 @@ impl Reconciler<'_> {
                 p
             }
         };
+        let mut patch = patch;
+        patch["status"]["servedNamespaces"] = serde_json::json!(served);
+        patch["status"]["failedNamespaces"] = serde_json::json!(failed);
         self.patch_status(patch).await?;
         if let Some(conflict) = &conflicts {
             let unchanged = status::ready(&previous)

@@ -19,6 +19,8 @@ pub mod reason {
     pub const SECRET_CONFLICT: &str = "SecretConflict";
     /// A policy plugin failed or answered outside the guardrails; the message names it.
     pub const POLICY_FAILED: &str = "PolicyFailed";
+    /// The fan-out policy selected no namespace.
+    pub const NO_NAMESPACE_SELECTED: &str = "NoNamespaceSelected";
     /// Writing the Secret failed.
     pub const SECRET_WRITE_FAILED: &str = "SecretWriteFailed";
 }

@@ -141,6 +141,22 @@ pub async fn poll_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool 
     }
 }
 
+/// Waits until the stand-in has seen no request for `quiet` (at most [`WAIT`]), so that
+/// what a test measures next is not the tail of earlier work.
+pub async fn settle(api: &StandIn, quiet: Duration) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut last = api.counters().total();
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(quiet).await;
+        let now = api.counters().total();
+        if now == last {
+            return;
+        }
+        last = now;
+    }
+    panic!("the controller kept making requests for {WAIT:?}");
+}
+
 pub fn ready_of(cr: &Value) -> Value {
     cr["status"]["conditions"]
         .as_array()
