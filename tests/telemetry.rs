@@ -6,6 +6,8 @@
 //! subscriber, both process-wide.
 
 mod common;
+#[path = "common/plugins.rs"]
+mod plugins;
 
 use std::sync::Arc;
 
@@ -16,6 +18,7 @@ use common::*;
 use ecr_token_refresh::config::{LogConfig, OperatorConfig, TelemetryConfig};
 use ecr_token_refresh::ecr::AwsTokenSource;
 use ecr_token_refresh::operator::{self, Handles};
+use ecr_token_refresh::policy::{CrInfo, HostConfig, PluginRegistry, Policies, PolicySelection};
 use ecr_token_refresh::telemetry;
 use serde_json::json;
 
@@ -127,6 +130,48 @@ async fn a_reconcile_is_traced_over_otlp_and_measured() {
         "the token leaked into /metrics"
     );
 
+    // A policy plugin call (the naming hook of the example plugin) is a span and a metric.
+    let wasm = plugins::wasm("naming-prefix");
+    let registry = PluginRegistry::from_yaml(
+        &format!(
+            "plugins:\n  prefixed:\n    path: {}\n    sha256: {}\n    settings:\n      prefix: team-a\n",
+            wasm.display(),
+            plugins::sha256_of(&wasm)
+        ),
+        std::path::Path::new("/"),
+    )
+    .unwrap();
+    let metrics = handles.metrics.clone();
+    let policies = tokio::task::spawn_blocking(move || {
+        Policies::load(&registry, HostConfig::default()).with_metrics(metrics)
+    })
+    .await
+    .unwrap();
+    let selection = PolicySelection {
+        naming: Some("prefixed".into()),
+        ..Default::default()
+    };
+    let cr = CrInfo {
+        name: "ecr-credentials".into(),
+        namespace: "default".into(),
+        registry: HOST.into(),
+        account_id: "123456789012".into(),
+        region: "us-east-1".into(),
+        ..Default::default()
+    };
+    let named = policies
+        .secret_name(&selection, &cr, "default")
+        .await
+        .unwrap();
+    assert!(named.starts_with("team-a-"), "{named}");
+    let page = get(addr, "/metrics").await.1;
+    let calls =
+        r#"ecr_token_refresh_plugin_calls_total{plugin="prefixed",hook="naming",outcome="ok"}"#;
+    assert_eq!(sample(&page, calls), Some(1.0), "{page}");
+    let timed =
+        r#"ecr_token_refresh_plugin_call_duration_seconds_count{plugin="prefixed",hook="naming"}"#;
+    assert_eq!(sample(&page, timed), Some(1.0), "{page}");
+
     // Stop, flush, and look at the trace.
     stop.send(()).unwrap();
     tokio::time::timeout(WAIT, running)
@@ -196,6 +241,16 @@ async fn a_reconcile_is_traced_over_otlp_and_measured() {
         "success"
     );
     assert_eq!(write("Event").attributes["verb"], "create");
+
+    let plugin_call = by_name(&spans, "policy.plugin_call");
+    let plugin_call = plugin_call
+        .first()
+        .unwrap_or_else(|| panic!("no policy.plugin_call span"));
+    assert_eq!(plugin_call.attributes["plugin"], "prefixed");
+    assert_eq!(plugin_call.attributes["hook"], "naming");
+    assert_eq!(plugin_call.attributes["outcome"], "ok");
+    assert!(plugin_call.attributes["fuel"].parse::<u64>().unwrap() > 0);
+    assert!(plugin_call.attributes.contains_key("elapsed_us"));
 
     // No span, attribute or span event carries the token (moto's password is
     // "<registry>-auth-token"; the auth field is base64 of "AWS:<password>").
