@@ -336,7 +336,11 @@ async fn a_restart_does_not_refresh_fresh_tokens() {
     let running = start_controller(cluster.client.clone(), tokens.clone(), fast_settings());
     // The new controller lists the resources and its managed Secrets, reconciles every
     // resource from those caches...
-    assert!(poll_until(WAIT, || cluster.api.counters().get_count("list", SECRETS) >= 1).await);
+    assert!(
+        poll_until(WAIT, || cluster.api.counters().get_count("list", SECRETS)
+            >= 1)
+        .await
+    );
     assert!(poll_until(WAIT, || cluster.api.counters().get_count("list", CRS) >= 1).await);
     settle(&cluster.api, std::time::Duration::from_millis(300)).await;
     running.stop().await;

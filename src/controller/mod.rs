@@ -403,8 +403,14 @@ async fn observe_store(
     store: kube::runtime::reflector::Store<ECRTokenRefresh>,
     observers: Observers,
 ) {
-    if store.wait_until_ready().await.is_err() {
-        return;
+    // `Store::wait_until_ready` wakes only the most recent of several waiters (the
+    // controller's own runner waits on it too), so look again every 200 ms.
+    loop {
+        match tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await {
+            Ok(Ok(())) => break,
+            Ok(Err(_)) => return,
+            Err(_) => continue,
+        }
     }
     if let Some(health) = &observers.health {
         health.set_synced(true);

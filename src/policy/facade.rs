@@ -80,6 +80,7 @@ pub struct Policies {
     retry: BuiltinRetry,
     clamp: RetryClamp,
     permits: Arc<Semaphore>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl std::fmt::Debug for Policies {
@@ -109,6 +110,7 @@ impl Policies {
             retry: BuiltinRetry::default(),
             clamp: RetryClamp::default(),
             permits: Arc::new(Semaphore::new(HostConfig::default().max_instances as usize)),
+            metrics: None,
         }
     }
 
@@ -162,6 +164,12 @@ impl Policies {
     /// Replaces the built-in retry policy.
     pub fn with_builtin_retry(mut self, retry: BuiltinRetry) -> Self {
         self.retry = retry;
+        self
+    }
+
+    /// Records every plugin call (outcome, duration) in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
         self
     }
 
@@ -253,12 +261,33 @@ impl Policies {
             .acquire_owned()
             .await
             .map_err(|e| internal(e.to_string()))?;
-        let span = tracing::debug_span!("policy_plugin", plugin = %name, %hook);
+        // One span per call: plugin, hook, outcome (`ok` or the failure's label), fuel used
+        // and wall-clock time in microseconds; the same numbers go to the metrics.
+        let span = tracing::info_span!(
+            "policy.plugin_call",
+            plugin = %name,
+            %hook,
+            outcome = tracing::field::Empty,
+            fuel = tracing::field::Empty,
+            elapsed_us = tracing::field::Empty
+        );
+        let metrics = self.metrics.clone();
+        let plugin_name = name.to_owned();
         let joined = tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
             let mut session = plugin.session();
             let result = f(&mut session);
             let stats = session.last_call();
+            let outcome = match &result {
+                Ok(_) => "ok",
+                Err(e) => e.metric_label(),
+            };
+            span.record("outcome", outcome);
+            span.record("fuel", stats.fuel_consumed);
+            span.record("elapsed_us", stats.elapsed.as_micros() as u64);
+            if let Some(m) = &metrics {
+                m.plugin_call(&plugin_name, hook.as_str(), outcome, stats.elapsed);
+            }
             match &result {
                 Ok(_) => tracing::debug!(fuel = stats.fuel_consumed, elapsed = ?stats.elapsed, "policy plugin answered"),
                 Err(e) => tracing::warn!(fuel = stats.fuel_consumed, elapsed = ?stats.elapsed, error = %e, reason = e.metric_label(), "policy plugin failed"),

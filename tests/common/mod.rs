@@ -3,7 +3,9 @@
 #![allow(dead_code)]
 
 pub mod moto;
+pub mod otlp;
 pub mod tokens;
+pub mod web;
 
 use std::sync::Arc;
 use std::time::Duration;
