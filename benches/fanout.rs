@@ -1,0 +1,208 @@
+//! Fan-out at scale: the real operator binary against the Kubernetes stand-in with 1 ms of
+//! injected latency per API request, moto for ECR, and the example label plugin.
+//!
+//! For 100, 1,000 and 2,000 labelled namespaces, with the default write concurrency (16)
+//! and with 1 (a serial writer, the original operator's way), it reports: time from
+//! resource creation to every Secret written; API requests and writes of a no-op resync;
+//! ECR calls (from the operator's /metrics); the operator's peak RSS (VmHWM).
+//!
+//! Run: `cargo bench --bench fanout` (needs the `.venv` with moto and the wasm32-wasip2
+//! target, as the tests do). `FANOUT_SIZES=100,1000` picks sizes.
+
+#[allow(dead_code)]
+#[path = "../tests/common/moto.rs"]
+mod moto;
+#[path = "../tests/common/plugins.rs"]
+mod plugins;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kube_standin::StandIn;
+use serde_json::json;
+
+const CRS: &str = "ecr.aws.edenlab.io/v1alpha1/ecrtokenrefreshes";
+const SECRETS: &str = "v1/secrets";
+const NAMESPACES: &str = "v1/namespaces";
+
+struct Row {
+    namespaces: usize,
+    concurrency: usize,
+    to_all_written: Duration,
+    resync_requests: u64,
+    resync_writes: u64,
+    ecr_calls: u64,
+    peak_rss_kib: u64,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+async fn wait(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn scrape_ecr_calls(port: u16) -> u64 {
+    let out = Command::new("curl").args(["-s", &format!("http://127.0.0.1:{port}/metrics")]).output();
+    let text = out.map(|o| String::from_utf8_lossy(&o.stdout).to_string()).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("ecr_token_refresh_ecr_requests_total"))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum::<f64>() as u64
+}
+
+async fn run_case(moto: &moto::Moto, n: usize, concurrency: usize) -> Row {
+    let api = StandIn::new().with_bookmark_interval(Duration::from_secs(1));
+    let server = api.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("kubeconfig"), server.kubeconfig_yaml()).unwrap();
+    let ns = |name: String, labelled: bool| {
+        let labels = if labelled { json!({"ecr-pull": "enabled"}) } else { json!({}) };
+        api.create(NAMESPACES, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}))
+            .unwrap();
+    };
+    ns("platform".into(), false);
+    for i in 0..n {
+        ns(format!("team-{i:05}"), true);
+    }
+    for i in 0..n / 10 {
+        ns(format!("other-{i:05}"), false);
+    }
+    let wasm = plugins::wasm("fanout-label");
+    let metrics_port = free_port();
+    let config = format!(
+        "server:\n  listen: 127.0.0.1:{metrics_port}\ncontroller:\n  write_concurrency: {concurrency}\n\
+         fanout:\n  allowed_source_namespaces: [platform]\n\
+         policy:\n  plugins:\n    labelled:\n      path: {}\n      sha256: {}\n      settings: {{label: ecr-pull, value: enabled}}\n",
+        wasm.display(),
+        plugins::sha256_of(&wasm)
+    );
+    std::fs::write(dir.path().join("operator.yaml"), config).unwrap();
+    api.faults().set_latency(Duration::from_millis(1));
+
+    let mut child: Child = Command::new(env!("CARGO_BIN_EXE_ecr-token-refresh"))
+        .args(["run", "--config"])
+        .arg(dir.path().join("operator.yaml"))
+        .env("KUBECONFIG", dir.path().join("kubeconfig"))
+        .env("AWS_ENDPOINT_URL_ECR", moto.url())
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Ready once the caches are synced.
+    wait("the operator's /readyz", Duration::from_secs(60), || {
+        Command::new("curl")
+            .args(["-sf", &format!("http://127.0.0.1:{metrics_port}/readyz")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+    .await;
+
+    let started = Instant::now();
+    api.create(
+        CRS,
+        json!({"apiVersion": "ecr.aws.edenlab.io/v1alpha1", "kind": "ECRTokenRefresh",
+               "metadata": {"name": "pull", "namespace": "platform"},
+               "spec": {"ecrRegistry": "123456789012.dkr.ecr.us-east-1.amazonaws.com", "frequency": "8h",
+                        "region": "us-east-1", "policy": {"fanout": "labelled"}}}),
+    )
+    .unwrap();
+    let count = || api.list(SECRETS, None).iter().filter(|s| s["metadata"]["name"] == "pull").count();
+    wait("every Secret", Duration::from_secs(600), || count() >= n).await;
+    let to_all_written = started.elapsed();
+    assert_eq!(count(), n, "only the labelled namespaces");
+    wait("status", Duration::from_secs(60), || {
+        api.get(CRS, Some("platform"), "pull").unwrap()["status"]["servedNamespaces"] == n
+    })
+    .await;
+    // Let the tail of the first reconcile finish, then resync with nothing to do.
+    let mut last = api.counters().total();
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = api.counters().total();
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    api.reset_counters();
+    api.merge_patch(CRS, Some("platform"), "pull", json!({"metadata": {"annotations": {"resync": "1"}}}), false)
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let counts = api.counters();
+    let row = Row {
+        namespaces: n,
+        concurrency,
+        to_all_written,
+        resync_requests: counts.total(),
+        resync_writes: counts.writes(),
+        ecr_calls: scrape_ecr_calls(metrics_port).await,
+        peak_rss_kib: peak_rss_kib(child.id()),
+    };
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = child.wait();
+    server.shutdown().await;
+    row
+}
+
+#[tokio::main]
+async fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo test --benches` lists benches; nothing to list here.
+    }
+    let sizes: Vec<usize> = std::env::var("FANOUT_SIZES")
+        .unwrap_or_else(|_| "100,1000,2000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let moto = moto::Moto::start();
+    let mut rows = Vec::new();
+    for &n in &sizes {
+        for concurrency in [16, 1] {
+            let row = run_case(&moto, n, concurrency).await;
+            eprintln!("done: {n} namespaces, concurrency {concurrency}: {:?}", row.to_all_written);
+            rows.push(row);
+        }
+    }
+    println!("| namespaces | write concurrency | CR → all Secrets | vs serial | no-op resync: requests / writes | ECR calls | operator peak RSS |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    for row in &rows {
+        let serial = rows
+            .iter()
+            .find(|r| r.namespaces == row.namespaces && r.concurrency == 1)
+            .map(|r| r.to_all_written.as_secs_f64() / row.to_all_written.as_secs_f64())
+            .unwrap_or(f64::NAN);
+        println!(
+            "| {} | {} | {:.2} s | {:.1}× faster | {} / {} | {} | {:.1} MiB |",
+            row.namespaces,
+            row.concurrency,
+            row.to_all_written.as_secs_f64(),
+            serial,
+            row.resync_requests,
+            row.resync_writes,
+            row.ecr_calls,
+            row.peak_rss_kib as f64 / 1024.0
+        );
+    }
+}
