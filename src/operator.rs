@@ -118,8 +118,10 @@ where
 {
     let settings = config.controller_settings();
     let for_policies = config.clone();
+    let metrics = Arc::clone(&handles.metrics);
+    // Compiling the plugins blocks: keep it off the async workers.
     let policies = Arc::new(
-        tokio::task::spawn_blocking(move || for_policies.policies())
+        tokio::task::spawn_blocking(move || for_policies.policies().with_metrics(metrics))
             .await
             .map_err(|e| RunError::Controller(format!("loading the policy plugins: {e}")))?,
     );
