@@ -717,6 +717,7 @@ impl LoadedConfig {
             "# environment overrides: {ENV_PREFIX}<SECTION>__<KEY>, e.g. {ENV_PREFIX}LOG__LEVEL"
         );
         self.explain_value(&value, &mut Vec::new(), 0, &mut out);
+        out.push_str(&describe_trace_export(self.config.telemetry.otlp));
         out
     }
 
@@ -752,6 +753,32 @@ impl LoadedConfig {
             }
             path.pop();
         }
+    }
+}
+
+/// One comment line saying whether and where traces go (from the `OTEL_*` variables);
+/// credentials in the endpoint URL are not shown.
+fn describe_trace_export(enabled: bool) -> String {
+    use crate::telemetry::otel;
+    if !enabled {
+        return "# traces: not exported (telemetry.otlp is false)\n".into();
+    }
+    let Some(endpoint) = otel::endpoint_from_env() else {
+        return "# traces: not exported (OTEL_EXPORTER_OTLP_ENDPOINT is not set)\n".into();
+    };
+    let shown = match endpoint.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            match authority.rsplit_once('@') {
+                Some((_, host)) => format!("{scheme}://{REDACTED}@{host}{path}"),
+                None => endpoint.clone(),
+            }
+        }
+        None => endpoint.clone(),
+    };
+    match otel::protocol_from_env() {
+        Ok(protocol) => format!("# traces: exported over OTLP {protocol} to {shown}\n"),
+        Err(e) => format!("# traces: {e}\n"),
     }
 }
 
@@ -814,6 +841,24 @@ mod tests {
         assert_eq!(s.conflict_recheck, d.conflict_recheck);
         assert_eq!(c.server.listen, "0.0.0.0:8080".parse().unwrap());
         assert!(!c.leader_election.enabled);
+    }
+
+    #[test]
+    fn the_trace_export_line_hides_credentials_in_the_endpoint() {
+        Jail::expect_with(|jail| {
+            jail.set_env(
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "http://user:hunter2@collector:4318/base",
+            );
+            jail.set_env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc");
+            let line = describe_trace_export(true);
+            assert_eq!(
+                line,
+                "# traces: exported over OTLP grpc to http://<redacted>@collector:4318/base\n"
+            );
+            assert!(describe_trace_export(false).contains("not exported"));
+            Ok(())
+        });
     }
 
     #[test]

@@ -155,23 +155,22 @@ impl LeaderElection {
         }
     }
 
-    /// Waits until this replica holds the Lease.
-    ///
-    /// # Errors
-    /// [`LeaderError`] when the Lease cannot be read or written.
-    pub async fn acquire(&self) -> Result<(), LeaderError> {
+    /// Waits until this replica holds the Lease. Errors reading or writing the Lease are
+    /// logged and retried (every 2 s, up to 30 s apart): a standby that cannot reach the API
+    /// server does no harm, and its `/readyz` stays as it was.
+    pub async fn acquire(&self) {
+        let mut delay = Duration::from_secs(2);
         loop {
             match self.manager.changed().await {
                 Ok(true) => {
                     tracing::info!(identity = %self.identity, lease = %self.lease, "became the leader");
-                    return Ok(());
+                    return;
                 }
                 Ok(false) => continue,
-                Err(source) => {
-                    return Err(LeaderError::Lease {
-                        lease: self.lease.clone(),
-                        source,
-                    });
+                Err(error) => {
+                    tracing::error!(%error, lease = %self.lease, retry_in = ?delay, "leader election: cannot read or write the Lease");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(30));
                 }
             }
         }

@@ -21,7 +21,7 @@ pub enum RunError {
     /// The controller could not start (e.g. the CRD is missing).
     #[error(transparent)]
     Start(#[from] controller::StartError),
-    /// Leader election failed before this replica became the leader.
+    /// The Lease could not be read or created at start-up.
     #[error(transparent)]
     Leader(#[from] LeaderError),
     /// This replica was the leader and lost the Lease; it stopped reconciling. Restart it
@@ -144,7 +144,7 @@ where
     }
     tokio::select! {
         _ = stopped() => return Ok(()),
-        acquired = election.acquire() => acquired?,
+        () = election.acquire() => {},
     }
     handles.health.set_role(Role::Leader);
     handles.metrics.set_leader(true);
