@@ -36,7 +36,11 @@ struct Row {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn peak_rss_kib(pid: u32) -> u64 {
@@ -59,8 +63,12 @@ async fn wait(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 }
 
 async fn scrape_ecr_calls(port: u16) -> u64 {
-    let out = Command::new("curl").args(["-s", &format!("http://127.0.0.1:{port}/metrics")]).output();
-    let text = out.map(|o| String::from_utf8_lossy(&o.stdout).to_string()).unwrap_or_default();
+    let out = Command::new("curl")
+        .args(["-s", &format!("http://127.0.0.1:{port}/metrics")])
+        .output();
+    let text = out
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default();
     text.lines()
         .filter(|l| l.starts_with("ecr_token_refresh_ecr_requests_total"))
         .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
@@ -73,7 +81,11 @@ async fn run_case(moto: &moto::Moto, n: usize, concurrency: usize) -> Row {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("kubeconfig"), server.kubeconfig_yaml()).unwrap();
     let ns = |name: String, labelled: bool| {
-        let labels = if labelled { json!({"ecr-pull": "enabled"}) } else { json!({}) };
+        let labels = if labelled {
+            json!({"ecr-pull": "enabled"})
+        } else {
+            json!({})
+        };
         api.create(NAMESPACES, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}))
             .unwrap();
     };
@@ -128,7 +140,12 @@ async fn run_case(moto: &moto::Moto, n: usize, concurrency: usize) -> Row {
                         "region": "us-east-1", "policy": {"fanout": "labelled"}}}),
     )
     .unwrap();
-    let count = || api.list(SECRETS, None).iter().filter(|s| s["metadata"]["name"] == "pull").count();
+    let count = || {
+        api.list(SECRETS, None)
+            .iter()
+            .filter(|s| s["metadata"]["name"] == "pull")
+            .count()
+    };
     wait("every Secret", Duration::from_secs(600), || count() >= n).await;
     let to_all_written = started.elapsed();
     assert_eq!(count(), n, "only the labelled namespaces");
@@ -147,8 +164,14 @@ async fn run_case(moto: &moto::Moto, n: usize, concurrency: usize) -> Row {
         last = now;
     }
     api.reset_counters();
-    api.merge_patch(CRS, Some("platform"), "pull", json!({"metadata": {"annotations": {"resync": "1"}}}), false)
-        .unwrap();
+    api.merge_patch(
+        CRS,
+        Some("platform"),
+        "pull",
+        json!({"metadata": {"annotations": {"resync": "1"}}}),
+        false,
+    )
+    .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let counts = api.counters();
     let row = Row {
@@ -160,7 +183,9 @@ async fn run_case(moto: &moto::Moto, n: usize, concurrency: usize) -> Row {
         ecr_calls: scrape_ecr_calls(metrics_port).await,
         peak_rss_kib: peak_rss_kib(child.id()),
     };
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     let _ = child.wait();
     server.shutdown().await;
     row
@@ -181,11 +206,16 @@ async fn main() {
     for &n in &sizes {
         for concurrency in [16, 1] {
             let row = run_case(&moto, n, concurrency).await;
-            eprintln!("done: {n} namespaces, concurrency {concurrency}: {:?}", row.to_all_written);
+            eprintln!(
+                "done: {n} namespaces, concurrency {concurrency}: {:?}",
+                row.to_all_written
+            );
             rows.push(row);
         }
     }
-    println!("| namespaces | write concurrency | CR → all Secrets | vs serial | no-op resync: requests / writes | ECR calls | operator peak RSS |");
+    println!(
+        "| namespaces | write concurrency | CR → all Secrets | vs serial | no-op resync: requests / writes | ECR calls | operator peak RSS |"
+    );
     println!("|---:|---:|---:|---:|---:|---:|---:|");
     for row in &rows {
         let serial = rows

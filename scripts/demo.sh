@@ -44,7 +44,7 @@ echo "== ecr-token-refresh run   (AWS_ENDPOINT_URL_ECR=http://127.0.0.1:$port, m
 start=$(date +%s.%N)
 AWS_ENDPOINT_URL_ECR="http://127.0.0.1:$port" AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
   AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true \
-  target/debug/ecr-token-refresh run >"$work/operator.log" 2>&1 &
+  ECR_TOKEN_REFRESH_SERVER__LISTEN=127.0.0.1:0 target/debug/ecr-token-refresh run >"$work/operator.log" 2>&1 &
 operator=$!
 pids+=($operator)
 

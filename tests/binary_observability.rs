@@ -59,7 +59,7 @@ fn config_shows_each_value_with_its_source() {
     );
     assert_eq!(
         line("backoff_base"),
-        format!("backoff_base: 5s  # file {EXAMPLE}")
+        format!("backoff_base: 1s  # file {EXAMPLE}")
     );
     assert_eq!(line("identity"), "identity: null  # default");
 
@@ -205,13 +205,13 @@ async fn run_exports_a_trace_over_grpc_serves_metrics_and_logs_the_trace_id() {
     let written: Vec<Value> = log
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["message"] == "secret written")
+        .filter(|v| v["message"] == "secrets written")
         .collect();
     assert!(
         written
             .iter()
             .any(|v| v["trace_id"] == reconcile.trace_id.as_str()),
-        "no 'secret written' line with trace_id {}:\n{log}",
+        "no 'secrets written' line with trace_id {}:\n{log}",
         reconcile.trace_id
     );
     assert!(log.contains("exporting traces over OTLP"), "{log}");

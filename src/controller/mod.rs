@@ -98,22 +98,53 @@ pub struct Caches {
     pub namespaces: Option<Store<PartialObjectMeta<Namespace>>>,
     /// ServiceAccounts (for `spec.serviceAccounts`).
     pub service_accounts: Store<ServiceAccount>,
+    ready: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Caches {
-    /// Waits until every store has its initial list, so that a reconcile never mistakes an
-    /// unlisted namespace or Secret for an absent one.
-    pub async fn ready(&self) {
-        let namespaces = async {
-            if let Some(ns) = &self.namespaces {
-                let _ = ns.wait_until_ready().await;
-            }
-        };
-        let _ = tokio::join!(
-            self.secrets.wait_until_ready(),
-            namespaces,
-            self.service_accounts.wait_until_ready()
+    /// Builds the caches over these stores; [`Caches::ready`] resolves once all of them
+    /// hold their initial list.
+    ///
+    /// (One task waits on the stores and publishes readiness on a watch channel: a
+    /// kube-runtime 5 store wakes only its most recent waiter, and many reconciles wait.)
+    pub fn new(
+        secrets: Store<Secret>,
+        namespaces: Option<Store<PartialObjectMeta<Namespace>>>,
+        service_accounts: Store<ServiceAccount>,
+    ) -> Self {
+        let (tx, ready) = tokio::sync::watch::channel(false);
+        let (s, n, a) = (
+            secrets.clone(),
+            namespaces.clone(),
+            service_accounts.clone(),
         );
+        tokio::spawn(async move {
+            let _ = s.wait_until_ready().await;
+            if let Some(n) = n {
+                let _ = n.wait_until_ready().await;
+            }
+            let _ = a.wait_until_ready().await;
+            let _ = tx.send(true);
+        });
+        Self {
+            secrets,
+            namespaces,
+            service_accounts,
+            ready,
+        }
+    }
+
+    /// Waits (at most 30 s) until every store has its initial list, so that a reconcile
+    /// never mistakes an unlisted namespace or Secret for an absent one.
+    ///
+    /// # Errors
+    /// [`Error::CachesNotReady`] when the watches have not listed in time.
+    pub async fn ready(&self) -> Result<(), Error> {
+        let mut ready = self.ready.clone();
+        match tokio::time::timeout(Duration::from_secs(30), ready.wait_for(|r| *r)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(Error::CachesNotReady),
+        }
     }
 }
 
@@ -196,6 +227,9 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// The watches of Secrets, Namespaces or ServiceAccounts have not listed yet.
+    #[error("the watch caches are not synced yet")]
+    CachesNotReady,
     /// The object has no namespace (it is a namespaced kind, so the API server never
     /// sends such an object).
     #[error("ECRTokenRefresh {0} has no namespace")]
@@ -210,6 +244,7 @@ impl Error {
             Error::WriteStatus { .. } => "write_status",
             Error::WriteMetadata { .. } => "write_metadata",
             Error::MissingNamespace(_) => "missing_namespace",
+            Error::CachesNotReady => "caches_not_ready",
         }
     }
 }
@@ -336,11 +371,11 @@ pub async fn run_with(
 
     let mut ctx = Context::new(client, tokens, policies, settings);
     ctx.metrics = Arc::clone(&observers.metrics);
-    ctx.caches = Some(Caches {
-        secrets: secret_store,
-        namespaces: cluster_wide.then_some(ns_store),
-        service_accounts: sa_store,
-    });
+    ctx.caches = Some(Caches::new(
+        secret_store,
+        cluster_wide.then_some(ns_store),
+        sa_store,
+    ));
     let ctx = Arc::new(ctx);
     tracing::info!("controller started");
     let controller = Controller::new(crs, watcher::Config::default().any_semantic())
@@ -377,7 +412,11 @@ pub async fn run_with(
                     .collect::<Vec<_>>()
             });
     }
-    let observer = tokio::spawn(observe_store(controller.store(), observers.clone()));
+    let observer = tokio::spawn(observe_store(
+        controller.store(),
+        ctx.caches.clone(),
+        observers.clone(),
+    ));
     controller
         .graceful_shutdown_on(shutdown)
         .run(reconcile::observed, error_policy, ctx)
@@ -401,6 +440,7 @@ pub async fn run_with(
 /// to the resources that still exist.
 async fn observe_store(
     store: kube::runtime::reflector::Store<ECRTokenRefresh>,
+    caches: Option<Caches>,
     observers: Observers,
 ) {
     // `Store::wait_until_ready` wakes only the most recent of several waiters (the
@@ -411,6 +451,10 @@ async fn observe_store(
             Ok(Err(_)) => return,
             Err(_) => continue,
         }
+    }
+    // ...and the managed Secrets, Namespaces and ServiceAccounts.
+    if let Some(caches) = &caches {
+        while caches.ready().await.is_err() {}
     }
     if let Some(health) = &observers.health {
         health.set_synced(true);

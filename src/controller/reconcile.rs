@@ -110,7 +110,7 @@ pub async fn reconcile(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Result<Ac
         .namespace()
         .ok_or_else(|| Error::MissingNamespace(cr.name_any()))?;
     if let Some(caches) = &ctx.caches {
-        caches.ready().await;
+        caches.ready().await?;
     }
     if cr.meta().deletion_timestamp.is_some() {
         outcome("deleting");

@@ -9,7 +9,7 @@ wasmtime::component::bindgen!({
     world: "policy",
 });
 
-pub(crate) use ecr_token_refresh::policy::types;
+pub(crate) use self::ecr_token_refresh::policy::types;
 pub(crate) use exports::ecr_token_refresh::policy::{fanout, naming, retry, settings};
 
 use super::{CrInfo, Failure, FailureKind, NamespaceInfo, RetryDecision};
