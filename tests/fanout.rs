@@ -342,3 +342,67 @@ async fn service_accounts_get_the_pull_secret_added_and_removed_without_touching
     wait_holders(&cluster, "pull", &set(["b"])).await;
     running.stop().await;
 }
+
+#[tokio::test]
+async fn a_fanout_plugin_answering_outside_the_candidates_fails_only_its_resource() {
+    let cluster = Cluster::start().await;
+    for (ns, labelled) in [("platform", false), ("a", true)] {
+        namespace(&cluster, ns, labelled);
+    }
+    let entry = |name: &str, krate: &str, settings: &str| {
+        let path = plugins::wasm(krate);
+        format!(
+            "  {name}:\n    path: {}\n    sha256: {}\n    settings: {settings}\n",
+            path.display(),
+            plugins::sha256_of(&path)
+        )
+    };
+    let yaml = format!(
+        "plugins:\n{}{}",
+        entry(
+            "labelled",
+            "fanout-label",
+            "{label: ecr-pull, value: enabled}"
+        ),
+        entry("rogue", "outside-candidates", "{}")
+    );
+    let registry = PluginRegistry::from_yaml(&yaml, &plugins::repo_root()).unwrap();
+    let policies = tokio::task::spawn_blocking(move || {
+        Arc::new(Policies::load(&registry, HostConfig::default()))
+    })
+    .await
+    .unwrap();
+    let running = start_controller_with(
+        cluster.client.clone(),
+        Arc::new(ScriptedTokens::default()),
+        policies,
+        settings(),
+    );
+    create_cr(
+        &cluster,
+        "platform",
+        "rogue",
+        json!({"policy": {"fanout": "rogue"}}),
+    );
+    create_cr(&cluster, "platform", "pull", json!({}));
+
+    let failed = cluster
+        .api
+        .wait_for(WAIT, |api| {
+            ready_of(&api.get(CRS, Some("platform"), "rogue").unwrap_or_default())["reason"]
+                == "PolicyFailed"
+        })
+        .await;
+    let cond = ready_of(&cluster.api.get(CRS, Some("platform"), "rogue").unwrap());
+    assert!(failed, "{cond}");
+    assert!(
+        cond["message"].as_str().unwrap().contains("rogue"),
+        "{cond}"
+    );
+    wait_holders(&cluster, "pull", &set(["a"])).await;
+    assert!(
+        holders(&cluster, "rogue").is_empty(),
+        "nothing written for the failing resource"
+    );
+    running.stop().await;
+}
