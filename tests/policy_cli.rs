@@ -33,6 +33,29 @@ fn prints_the_fanout_decision_for_the_example_case() {
 }
 
 #[test]
+fn one_case_gives_the_decisions_of_all_three_example_plugins() {
+    let naming = testcmd::report(&args("naming-prefix")).unwrap();
+    assert_eq!(naming.failures, 0, "{}", naming.text);
+    assert!(
+        naming
+            .text
+            .contains(r#"naming: secret name in "apps" = "team-123456789012-us-east-1""#),
+        "{}",
+        naming.text
+    );
+    let fanout = testcmd::report(&args("fanout-label")).unwrap();
+    assert_eq!(fanout.failures, 0, "{}", fanout.text);
+    let retry = testcmd::report(&args("retry-linear")).unwrap();
+    assert_eq!(retry.failures, 0, "{}", retry.text);
+    // step 2 s × attempt 2 of the case's failure.
+    assert!(
+        retry.text.contains("retry: retry after 4s"),
+        "{}",
+        retry.text
+    );
+}
+
+#[test]
 fn prints_naming_and_retry_decisions_with_other_settings() {
     let dir = tempfile::tempdir().unwrap();
     let s = dir.path().join("settings.yaml");

@@ -45,7 +45,8 @@ pub struct PluginTestArgs {
     /// and failure (see `plugins/examples/case.yaml`).
     #[arg(long)]
     pub case: PathBuf,
-    /// A settings document (YAML or JSON file), instead of the case's `settings`.
+    /// A settings document (YAML or JSON file), instead of the case's
+    /// `settingsByPlugin.<wasm file name>` or `settings`.
     #[arg(long)]
     pub settings: Option<PathBuf>,
     /// Refuse the plugin unless its sha256 is this (as the operator does).
@@ -68,6 +69,10 @@ pub struct PluginTestArgs {
 struct Case {
     #[serde(default)]
     settings: Option<serde_json::Value>,
+    /// Settings per plugin, keyed by the `.wasm` file name without extension
+    /// (`naming_prefix`); taken before `settings`, so one case serves several plugins.
+    #[serde(default)]
+    settings_by_plugin: std::collections::BTreeMap<String, serde_json::Value>,
     cr: CaseCr,
     #[serde(default)]
     target_namespace: Option<String>,
@@ -157,7 +162,17 @@ pub fn report(args: &PluginTestArgs) -> anyhow::Result<TestReport> {
                     .with_context(|| format!("invalid settings {}", p.display()))?,
             )
         }
-        None => case.settings.clone(),
+        None => {
+            let stem = args
+                .wasm
+                .file_stem()
+                .map(|s| s.to_string_lossy().replace('-', "_"))
+                .unwrap_or_default();
+            case.settings_by_plugin
+                .get(&stem)
+                .cloned()
+                .or_else(|| case.settings.clone())
+        }
     };
     let settings_json = match settings {
         None | Some(serde_json::Value::Null) => "{}".to_owned(),
