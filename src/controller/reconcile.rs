@@ -173,8 +173,16 @@ pub async fn reconcile(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Result<Ac
     }
     if targets.is_empty() {
         let left = r.prune(&stale).await;
-        let message = "the fan-out policy selected no namespace; no Secret is written";
-        r.not_ready(reason::NO_NAMESPACE_SELECTED, message, None)
+        let mut message =
+            "the fan-out policy selected no namespace; no Secret is written".to_string();
+        if !ctx.settings.fanout_sources.contains(&r.namespace) {
+            message.push_str(&format!(
+                " (this resource may only write into its own namespace {:?}: the operator's \
+                 fanout.allowed_source_namespaces does not list it)",
+                r.namespace
+            ));
+        }
+        r.not_ready(reason::NO_NAMESPACE_SELECTED, &message, None)
             .await?;
         outcome("no_namespace");
         return Ok(if left.is_empty() {
