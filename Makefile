@@ -16,3 +16,12 @@ lint:
 # Regenerate the committed CRD from the Rust types.
 crd:
 	cargo run --quiet -- crd > config/crd/ecr.aws.edenlab.io_ecrtokenrefreshes.yaml
+
+# Build the example and test policy plugins (wasm32-wasip2 components).
+plugins:
+	cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml
+
+# Benchmarks (not run by CI): plugin hooks, and fan-out against the stand-in.
+bench:
+	cargo bench --bench policy
+	cargo bench --bench fanout

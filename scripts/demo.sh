@@ -8,11 +8,16 @@ cd "$(dirname "$0")/.."
 scripts/setup-test-env.sh
 cargo build --quiet --bin ecr-token-refresh && cargo build --quiet -p kube-standin --bin kube-standin
 
+bin="${CARGO_TARGET_DIR:-target}/debug"
 work=$(mktemp -d)
 pids=()
 cleanup() {
+  status=$?
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  if [ "$status" -ne 0 ]; then
+    for log in "$work"/*.log; do echo "== $log"; tail -n 30 "$log"; done >&2
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -21,7 +26,7 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 .venv/bin/moto_server -H 127.0.0.1 -p "$port" >"$work/moto.log" 2>&1 &
 pids+=($!)
 
-target/debug/kube-standin --kubeconfig "$work/kubeconfig" \
+"$bin/kube-standin" --kubeconfig "$work/kubeconfig" \
   --apply config/crd/ecr.aws.edenlab.io_ecrtokenrefreshes.yaml >"$work/standin.log" 2>&1 &
 pids+=($!)
 
@@ -44,7 +49,7 @@ echo "== ecr-token-refresh run   (AWS_ENDPOINT_URL_ECR=http://127.0.0.1:$port, m
 start=$(date +%s.%N)
 AWS_ENDPOINT_URL_ECR="http://127.0.0.1:$port" AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
   AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true \
-  ECR_TOKEN_REFRESH_SERVER__LISTEN=127.0.0.1:0 target/debug/ecr-token-refresh run >"$work/operator.log" 2>&1 &
+  ECR_TOKEN_REFRESH_SERVER__LISTEN=127.0.0.1:0 "$bin/ecr-token-refresh" run >"$work/operator.log" 2>&1 &
 operator=$!
 pids+=($operator)
 

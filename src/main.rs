@@ -76,7 +76,11 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => run(args.load()?.config).await,
-        Command::Plugin(PluginCommand::Test(args)) => testcmd::run(args),
+        // Plugin output goes through WASI streams that block on their own runtime: run
+        // the plugin on a blocking thread, never inside this async one.
+        Command::Plugin(PluginCommand::Test(args)) => {
+            tokio::task::spawn_blocking(move || testcmd::run(args)).await?
+        }
     }
 }
 
@@ -126,4 +130,36 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
     tracing::info!("shutdown signal received");
+    tokio::spawn(shutdown_watchdog());
 }
+
+/// After the first signal: a second SIGTERM/SIGINT, or a graceful stop that takes longer
+/// than [`GRACEFUL_STOP`], ends the process at once.
+async fn shutdown_watchdog() {
+    let second = async {
+        #[cfg(unix)]
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = term.recv() => {},
+            }
+            return;
+        }
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    tokio::select! {
+        _ = second => {
+            tracing::warn!("second shutdown signal: exiting now");
+            std::process::exit(130);
+        }
+        _ = tokio::time::sleep(GRACEFUL_STOP) => {
+            tracing::error!(after = ?GRACEFUL_STOP, "graceful shutdown did not finish; exiting");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// How long a graceful stop may take (Kubernetes' default grace period is 30 s).
+const GRACEFUL_STOP: std::time::Duration = std::time::Duration::from_secs(25);

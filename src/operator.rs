@@ -125,6 +125,10 @@ where
             .await
             .map_err(|e| RunError::Controller(format!("loading the policy plugins: {e}")))?,
     );
+    if futures::FutureExt::now_or_never(stopped()).is_some() {
+        // Asked to stop while the plugins were compiling: do not start at all.
+        return Ok(());
+    }
     let observers = Observers {
         metrics: Arc::clone(&handles.metrics),
         health: Some(Arc::clone(&handles.health)),

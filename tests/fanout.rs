@@ -153,9 +153,23 @@ async fn a_permitted_resource_follows_the_label_and_cleans_up_on_delete() {
         )
         .unwrap();
     wait_holders(&cluster, "pull", &set(["b", "d"])).await;
-    // A deleted copy comes back, from the token already in hand.
+    // A deleted copy comes back, from the token already in hand, and so does an edited one.
+    settle(&cluster.api, std::time::Duration::from_millis(200)).await;
     cluster.api.delete(SECRETS, Some("b"), "pull").unwrap();
     wait_holders(&cluster, "pull", &set(["b", "d"])).await;
+    let mut edited = cluster.api.get(SECRETS, Some("d"), "pull").unwrap();
+    edited["data"][".dockerconfigjson"] = json!("e30=");
+    cluster.api.replace(SECRETS, edited).unwrap();
+    let repaired = cluster
+        .api
+        .wait_for(WAIT, |api| {
+            api.get(SECRETS, Some("d"), "pull").unwrap()["data"][".dockerconfigjson"] != "e30="
+        })
+        .await;
+    assert!(
+        repaired,
+        "the edited copy in another namespace was not repaired"
+    );
     assert_eq!(tokens.calls(), 1, "copies are made from the token in hand");
 
     // A resync with nothing to do makes no request at all.

@@ -29,7 +29,7 @@ use crate::api::ECRTokenRefresh;
 use crate::ecr::TokenSource;
 use crate::metrics::Metrics;
 use crate::policy::Policies;
-use crate::secret::MANAGED_SELECTOR;
+use crate::secret::{MANAGED_SELECTOR, OWNER_NAME_LABEL, OWNER_NAMESPACE_LABEL};
 use crate::server::Health;
 
 pub use reconcile::reconcile;
@@ -382,9 +382,22 @@ pub async fn run_with(
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
     let crs_for_ns = controller.store();
     let crs_for_sa = controller.store();
-    let mut controller = controller.owns_stream(secret_events).watches_stream(
-        sa_events,
-        move |sa: ServiceAccount| {
+    // A managed Secret maps to its resource by the owner labels, which copies in other
+    // namespaces carry too (ownerReferences cannot cross namespaces).
+    let mut controller = controller
+        .watches_stream(secret_events, |secret: Secret| {
+            let labels = secret.labels();
+            match (
+                labels.get(OWNER_NAME_LABEL),
+                labels.get(OWNER_NAMESPACE_LABEL),
+            ) {
+                (Some(name), Some(namespace)) => {
+                    Some(ObjectRef::<ECRTokenRefresh>::new(name).within(namespace))
+                }
+                _ => None,
+            }
+        })
+        .watches_stream(sa_events, move |sa: ServiceAccount| {
             // A ServiceAccount named by a resource appeared or changed.
             let name = sa.name_any();
             crs_for_sa
@@ -393,8 +406,7 @@ pub async fn run_with(
                 .filter(|cr| cr.spec.service_accounts.contains(&name))
                 .map(|cr| ObjectRef::from_obj(cr.as_ref()))
                 .collect::<Vec<_>>()
-        },
-    );
+        });
     if cluster_wide {
         controller =
             controller.watches_stream(ns_events, move |ns: PartialObjectMeta<Namespace>| {

@@ -211,8 +211,10 @@ pub async fn reconcile(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Result<Ac
         };
         format!(
             "Secret {}{more} exists and is not managed by ecr-token-refresh for this resource; \
-             it is left untouched. Delete or rename it to let the operator write the pull Secret",
-            list.join(", ")
+             it is left untouched. Delete or rename it to let the operator write the pull Secret \
+             (looked at again every {}s)",
+            list.join(", "),
+            ctx.settings.conflict_recheck.as_secs()
         )
     });
     let served: Vec<&SecretTarget> = writable.iter().map(|o| &o.target).collect();

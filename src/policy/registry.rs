@@ -3,7 +3,7 @@
 //! [`PluginRegistry::load_file`] reads them from a YAML (or JSON) file; it is
 //! the one function the operator config (figment) will replace: the types
 //! derive `Deserialize` with `deny_unknown_fields`, so they can be embedded
-//! in a larger config as they are. See `config/plugins.yaml` for an example.
+//! in a larger config as they are. It is the `policy` section of the operator config; see `config/operator.yaml`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -12,6 +12,7 @@ use std::io::IsTerminal;
 use opentelemetry::trace::{TraceContextExt, TraceId};
 use tracing::Subscriber;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{FilterExt, filter_fn};
 use tracing_subscriber::fmt::format::{FmtSpan, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt;
@@ -110,12 +111,42 @@ impl Drop for Telemetry {
 /// # Errors
 /// [`TelemetryError::Filter`] when the directives do not parse.
 pub fn log_filter(log: &LogConfig) -> Result<EnvFilter, TelemetryError> {
-    match std::env::var("RUST_LOG") {
+    let filter = match std::env::var("RUST_LOG") {
         Ok(v) if !v.trim().is_empty() => EnvFilter::try_new(&v)
             .map_err(|e| TelemetryError::Filter(format!("RUST_LOG={v:?}: {e}"))),
         _ => EnvFilter::try_new(format!("{QUIET_DEPENDENCIES},{}", log.level))
             .map_err(|e| TelemetryError::Filter(format!("{:?}: {e}", log.level))),
-    }
+    }?;
+    Ok(filter)
+}
+
+/// Targets whose `trace` level logs HTTP bodies or response structs, which for
+/// `GetAuthorizationToken` contain the token: capped at `debug` whatever the filter says.
+pub const SECRET_BEARING_TARGETS: &[&str] = &[
+    "aws_smithy_runtime",
+    "aws_smithy_runtime_api",
+    "aws_smithy_http",
+    "aws_smithy_http_client",
+    "aws_smithy_types",
+    "aws_smithy_json",
+    "aws_sdk_ecr",
+    "aws_config",
+    "hyper",
+    "hyper_util",
+    "h2",
+];
+
+/// Whether an event may be logged at all: never `trace` from [`SECRET_BEARING_TARGETS`],
+/// whatever `RUST_LOG` or `log.level` say.
+pub fn is_loggable(meta: &tracing::Metadata<'_>) -> bool {
+    *meta.level() != tracing::Level::TRACE
+        || !SECRET_BEARING_TARGETS.iter().any(|t| {
+            meta.target() == *t
+                || meta
+                    .target()
+                    .strip_prefix(t)
+                    .is_some_and(|rest| rest.starts_with("::"))
+        })
 }
 
 /// Installs the global subscriber: logs as configured, plus OTLP span export when
@@ -125,7 +156,7 @@ pub fn log_filter(log: &LogConfig) -> Result<EnvFilter, TelemetryError> {
 /// # Errors
 /// [`TelemetryError`] for a bad filter, bad `OTEL_*` values, or a second installation.
 pub fn init(log: &LogConfig, telemetry: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
-    let filter = log_filter(log)?;
+    let filter = log_filter(log)?.and(filter_fn(is_loggable));
     let tracer = if telemetry.otlp {
         otel::Tracing::from_env()?
     } else {
@@ -220,6 +251,26 @@ mod tests {
             (false, Level::DEBUG) => tracing::enabled!(target: "ecr_token_refresh", Level::DEBUG),
             (false, _) => tracing::enabled!(target: "ecr_token_refresh", Level::INFO),
         })
+    }
+
+    #[test]
+    fn the_sdk_never_logs_at_trace_where_bodies_carry_the_token() {
+        let filter = EnvFilter::new("trace").and(filter_fn(is_loggable));
+        let layer = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::sink)
+            .with_filter(filter);
+        let subscriber = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(subscriber, || {
+            assert!(
+                !tracing::enabled!(target: "aws_smithy_runtime::client::orchestrator", Level::TRACE)
+            );
+            assert!(!tracing::enabled!(target: "aws_sdk_ecr", Level::TRACE));
+            assert!(tracing::enabled!(target: "aws_smithy_runtime", Level::DEBUG));
+            assert!(tracing::enabled!(target: "ecr_token_refresh", Level::TRACE));
+            assert!(
+                tracing::enabled!(target: "aws_smithy_runtime_not_a_prefix_match", Level::TRACE)
+            );
+        });
     }
 
     #[test]
