@@ -162,29 +162,45 @@ pub fn reusable_data(secret: &Secret) -> Option<(Vec<u8>, Timestamp)> {
 }
 
 /// Classifies an existing Secret (or its absence) relative to `owner`: ours when it
-/// carries the managed-by label and names `owner` in the owner labels.
+/// carries the managed-by label and names `owner` in the owner labels, or when `owner` is
+/// its controller ownerReference.
 pub fn ownership(existing: Option<&Secret>, owner: &ECRTokenRefresh) -> Ownership {
     let Some(secret) = existing else {
         return Ownership::Absent;
     };
-    let labels = secret.labels();
-    let is = |k: &str, v: &str| labels.get(k).map(String::as_str) == Some(v);
-    if is(MANAGED_BY_LABEL, MANAGED_BY_VALUE)
-        && is(OWNER_NAME_LABEL, &owner.name_any())
-        && is(
-            OWNER_NAMESPACE_LABEL,
-            &owner.namespace().unwrap_or_default(),
-        )
-    {
+    // Our controller ownerReference is proof enough even if someone removed the labels;
+    // such a Secret is not intact (see `is_intact`), so the next write restores them.
+    if has_owner_labels(secret, owner) || is_controlled_by(secret, owner) {
         Ownership::Ours
     } else {
         Ownership::Foreign
     }
 }
 
+fn has_owner_labels(secret: &Secret, owner: &ECRTokenRefresh) -> bool {
+    let labels = secret.labels();
+    let is = |k: &str, v: &str| labels.get(k).map(String::as_str) == Some(v);
+    is(MANAGED_BY_LABEL, MANAGED_BY_VALUE)
+        && is(OWNER_NAME_LABEL, &owner.name_any())
+        && is(
+            OWNER_NAMESPACE_LABEL,
+            &owner.namespace().unwrap_or_default(),
+        )
+}
+
+fn is_controlled_by(secret: &Secret, owner: &ECRTokenRefresh) -> bool {
+    owner.meta().uid.as_ref().is_some_and(|uid| {
+        secret
+            .owner_references()
+            .iter()
+            .any(|r| &r.uid == uid && r.controller == Some(true))
+    })
+}
+
 /// Whether a Secret of ours still holds what we wrote for `registry`: the right type,
-/// the data key, data matching the hash annotation, an entry for the registry, and a
-/// controller ownerReference to `owner` when in its namespace. Anything else (an edit, a
+/// the data key, data matching the hash annotation, an entry for the registry, the
+/// owner labels (without them the watch would lose sight of it), and a controller
+/// ownerReference to `owner` when in its namespace. Anything else (an edit, a
 /// stripped key) calls for a repair.
 pub fn is_intact(secret: &Secret, owner: &ECRTokenRefresh, registry: &str) -> bool {
     if secret.type_.as_deref() != Some(SECRET_TYPE) {
@@ -204,7 +220,7 @@ pub fn is_intact(secret: &Secret, owner: &ECRTokenRefresh, registry: &str) -> bo
                 .iter()
                 .any(|r| &r.uid == uid && r.controller == Some(true))
         });
-    hash_ok && has_registry && owned
+    hash_ok && has_registry && owned && has_owner_labels(secret, owner)
 }
 
 #[cfg(test)]
@@ -304,6 +320,12 @@ mod tests {
             .unwrap()
             .insert(DOCKER_CONFIG_KEY.into(), ByteString(b"{}".to_vec()));
         assert!(!is_intact(&s, &o, HOST));
+
+        // Labels stripped: still ours by the ownerReference, but due for a rewrite.
+        let mut stripped = render(&o, &target(), HOST, &token("p"));
+        stripped.metadata.labels = None;
+        assert_eq!(ownership(Some(&stripped), &o), Ownership::Ours);
+        assert!(!is_intact(&stripped, &o, HOST));
 
         let foreign = Secret {
             metadata: ObjectMeta {
