@@ -70,8 +70,8 @@ async fn set_finalizers(
 /// ServiceAccounts.
 ///
 /// # Errors
-/// [`Error::ReadSecret`] when listing or deleting fails; the finalizer stays and the
-/// controller retries.
+/// [`Error::ReadSecret`] when listing fails, [`Error::DeleteSecret`] when deleting fails;
+/// the finalizer stays and the controller retries.
 pub async fn remove_copies(ctx: &Context, cr: &ECRTokenRefresh) -> Result<(), Error> {
     let selector = format!(
         "{MANAGED_SELECTOR},{OWNER_NAME_LABEL}={},{OWNER_NAMESPACE_LABEL}={}",
@@ -111,7 +111,7 @@ pub async fn remove_copies(ctx: &Context, cr: &ECRTokenRefresh) -> Result<(), Er
                 tracing::info!(%namespace, %name, "removed a copy of a deleted resource")
             }
             Err(source) => {
-                return Err(Error::ReadSecret {
+                return Err(Error::DeleteSecret {
                     target: format!("{namespace}/{name}"),
                     source,
                 });

@@ -35,7 +35,7 @@ use crate::server::Health;
 pub use reconcile::reconcile;
 pub use schedule::ScheduleSettings;
 
-/// Controller settings (from the CLI until a config file exists).
+/// Controller settings (built from the operator config by `OperatorConfig::controller_settings`).
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Watch only this namespace; `None` watches all namespaces.
@@ -209,6 +209,15 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// Deleting a copy of a deleted resource's Secret failed (the finalizer stays).
+    #[error("cannot delete Secret {target}: {source}")]
+    DeleteSecret {
+        /// `namespace/name`.
+        target: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
     /// Writing the status subresource failed.
     #[error("cannot update the status of ECRTokenRefresh {target}: {source}")]
     WriteStatus {
@@ -241,6 +250,7 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::ReadSecret { .. } => "read_secret",
+            Error::DeleteSecret { .. } => "delete_secret",
             Error::WriteStatus { .. } => "write_status",
             Error::WriteMetadata { .. } => "write_metadata",
             Error::MissingNamespace(_) => "missing_namespace",
