@@ -6,6 +6,7 @@
 //! | `ecr_token_refresh_reconcile_duration_seconds` | histogram | `outcome` | how long they took |
 //! | `ecr_token_refresh_ecr_requests_total` | counter | `outcome` | `GetAuthorizationToken` calls (`success` or the error kind) |
 //! | `ecr_token_refresh_secrets_written_total` | counter | `reason` | pull Secrets written (`Created`, `Refreshed`, `Repaired`) |
+//! | `ecr_token_refresh_retries_total` | counter | `reason` | failed reconciles retried after a backoff, by the `Ready` reason (`ECRAccessDenied`, `SecretWriteFailed`, …) |
 //! | `ecr_token_refresh_plugin_calls_total` | counter | `plugin`, `hook`, `outcome` | policy plugin calls (`ok`, or why they failed) |
 //! | `ecr_token_refresh_plugin_failures_total` | counter | `plugin`, `hook`, `reason` | the failed ones |
 //! | `ecr_token_refresh_plugin_call_duration_seconds` | histogram | `plugin`, `hook` | plugin call time |
@@ -101,6 +102,7 @@ pub struct Metrics {
     reconcile_duration: Family<OutcomeLabels, Histogram, fn() -> Histogram>,
     ecr_requests: Family<OutcomeLabels, Counter>,
     secrets_written: Family<ReasonLabels, Counter>,
+    retries: Family<ReasonLabels, Counter>,
     plugin_calls: Family<PluginOutcomeLabels, Counter>,
     plugin_failures: Family<PluginFailureLabels, Counter>,
     plugin_duration: Family<PluginLabels, Histogram, fn() -> Histogram>,
@@ -115,6 +117,7 @@ impl Default for Metrics {
             reconcile_duration: Family::new_with_constructor(reconcile_histogram),
             ecr_requests: Family::default(),
             secrets_written: Family::default(),
+            retries: Family::default(),
             plugin_calls: Family::default(),
             plugin_failures: Family::default(),
             plugin_duration: Family::new_with_constructor(plugin_histogram),
@@ -154,6 +157,11 @@ impl Metrics {
             "secrets_written",
             "Pull Secrets written, by reason (Created, Refreshed, Repaired)",
             self.secrets_written.clone(),
+        );
+        registry.register(
+            "retries",
+            "Reconciles that failed and are retried after a backoff, by reason",
+            self.retries.clone(),
         );
         registry.register(
             "plugin_calls",
@@ -201,7 +209,22 @@ impl Metrics {
 
     /// One pull Secret was written (`reason`: `Created`, `Refreshed`, `Repaired`).
     pub fn secret_written(&self, reason: &str) {
+        self.secrets_written(reason, 1);
+    }
+
+    /// `count` pull Secrets written for `reason` (`Created`, `Refreshed`, `Repaired`).
+    pub fn secrets_written(&self, reason: &str, count: usize) {
         self.secrets_written
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc_by(u64::try_from(count).unwrap_or(u64::MAX));
+    }
+
+    /// A reconcile failed and is retried later: `reason` is the `Ready` reason (e.g.
+    /// `ECRAccessDenied`, `SecretWriteFailed`) or the Kubernetes error's label.
+    pub fn retry(&self, reason: &str) {
+        self.retries
             .get_or_create(&ReasonLabels {
                 reason: reason.to_owned(),
             })

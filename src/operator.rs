@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::OperatorConfig;
-use crate::controller::{self, Observers};
+use crate::controller::{self, Fence, Observers};
 use crate::ecr::TokenSource;
 use crate::leader::{LeaderElection, LeaderError};
 use crate::metrics::Metrics;
@@ -129,9 +129,11 @@ where
         // Asked to stop while the plugins were compiling: do not start at all.
         return Ok(());
     }
+    let fence = Fence::new();
     let observers = Observers {
         metrics: Arc::clone(&handles.metrics),
         health: Some(Arc::clone(&handles.health)),
+        fence: fence.clone(),
     };
     if !config.leader_election.enabled {
         handles.metrics.set_leader(true);
@@ -171,10 +173,14 @@ where
     ));
     let outcome = tokio::select! {
         reason = election.hold() => {
-            tracing::error!(%reason, "lost leadership; stopping the controller");
+            // Stop writing at once: close the fence (no further request is sent, whatever
+            // reconcile is in flight), then cancel the controller rather than wait for it.
+            fence.close();
+            tracing::error!(%reason, "lost leadership; writes fenced off, stopping the controller");
             handles.metrics.set_leader(false);
             handles.health.set_role(Role::Unknown);
             let _ = lost_tx.send(());
+            controller.abort();
             let _ = (&mut controller).await;
             return Err(RunError::LostLeadership(reason));
         }

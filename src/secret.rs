@@ -1,8 +1,21 @@
-//! Rendering the `kubernetes.io/dockerconfigjson` Secret and recognising our own.
+//! Rendering the `kubernetes.io/dockerconfigjson` Secret and recognising our own from its
+//! metadata alone.
 //!
 //! The format is the one `kubectl create secret docker-registry` writes; see
 //! [Pull an Image from a Private Registry](https://kubernetes.io/docs/tasks/configure-pod-container/pull-image-private-registry/)
 //! and [Secret types](https://kubernetes.io/docs/concepts/configuration/secret/#docker-config-secrets).
+//!
+//! Every Secret the operator writes carries, besides its data:
+//! - labels `app.kubernetes.io/managed-by: ecr-token-refresh`,
+//!   `ecr.aws.edenlab.io/owner-uid: <uid of the resource>` and
+//!   `ecr.aws.edenlab.io/owner-namespace: <its namespace>` (label values are at most 63
+//!   characters, so the resource's name, up to 253, is an annotation);
+//! - annotations `ecr.aws.edenlab.io/owner-name`, `ecr.aws.edenlab.io/data-sha256` (hex
+//!   SHA-256 of `.dockerconfigjson`) and `ecr.aws.edenlab.io/expires-at` (RFC 3339);
+//! - in the resource's own namespace, a controller ownerReference (garbage collection).
+//!
+//! The watch of managed Secrets is metadata-only, so whether a Secret is ours and intact
+//! is decided from its metadata ([`SecretMeta`]).
 
 use std::collections::BTreeMap;
 
@@ -18,7 +31,7 @@ use sha2::{Digest, Sha256};
 use crate::api::ECRTokenRefresh;
 use crate::ecr::AuthorizationToken;
 
-/// Field manager used for every server-side apply the operator makes.
+/// Field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "ecr-token-refresh";
 /// Standard label marking the Secrets this operator manages; the controller watches only
 /// Secrets carrying it.
@@ -27,10 +40,15 @@ pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY_VALUE: &str = "ecr-token-refresh";
 /// Label selector for the Secrets this operator manages.
 pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=ecr-token-refresh";
-/// Label naming the `ECRTokenRefresh` that wrote the Secret.
-pub const OWNER_NAME_LABEL: &str = "ecr.aws.edenlab.io/owner-name";
+/// Field selector for the Secrets this operator manages (only image-pull Secrets).
+pub const MANAGED_FIELDS: &str = "type=kubernetes.io/dockerconfigjson";
+/// Label holding the `metadata.uid` of the `ECRTokenRefresh` that wrote the Secret.
+pub const OWNER_UID_LABEL: &str = "ecr.aws.edenlab.io/owner-uid";
 /// Label naming the namespace of the `ECRTokenRefresh` that wrote the Secret.
 pub const OWNER_NAMESPACE_LABEL: &str = "ecr.aws.edenlab.io/owner-namespace";
+/// Annotation naming the `ECRTokenRefresh` that wrote the Secret (names may be longer than
+/// a label value may be). Earlier versions wrote it as a label, which is still recognised.
+pub const OWNER_NAME_ANNOTATION: &str = "ecr.aws.edenlab.io/owner-name";
 /// Annotation holding the SHA-256 (hex) of `.dockerconfigjson`, to notice edits.
 pub const DATA_HASH_ANNOTATION: &str = "ecr.aws.edenlab.io/data-sha256";
 /// Annotation holding when the token in the Secret expires (RFC 3339).
@@ -55,18 +73,89 @@ impl std::fmt::Display for SecretTarget {
     }
 }
 
-/// Who a Secret at the target belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ownership {
-    /// No Secret there yet.
-    Absent,
-    /// Written by this operator for this resource.
-    Ours,
-    /// Someone else's: never overwritten.
-    Foreign,
+/// The identity of the resource that owns Secrets: what ownership is decided on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    /// `metadata.name` of the `ECRTokenRefresh`.
+    pub name: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its `metadata.uid` (empty only for objects never stored by an API server).
+    pub uid: String,
 }
 
-/// The `.dockerconfigjson` document:
+impl Owner {
+    /// The owner identity of `cr`.
+    pub fn of(cr: &ECRTokenRefresh) -> Self {
+        Self {
+            name: cr.name_any(),
+            namespace: cr.namespace().unwrap_or_default(),
+            uid: cr.meta().uid.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// What the metadata of an existing Secret says, relative to one owner: the plain data the
+/// reconcile decides on (from the metadata-only watch, never the Secret's data).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretMeta {
+    /// `metadata.uid`.
+    pub uid: String,
+    /// `metadata.resourceVersion`.
+    pub resource_version: String,
+    /// Whether the Secret is ours for the owner: the owner-uid label names it (or, for
+    /// Secrets written by earlier versions, the owner name and namespace labels do), or the
+    /// owner is its controller ownerReference.
+    pub ours: bool,
+    /// Whether every label, annotation and ownerReference we write is there as written
+    /// (without them the watch could lose sight of it, or garbage collection miss it).
+    pub metadata_intact: bool,
+    /// The data-hash annotation.
+    pub data_hash: Option<String>,
+    /// The expiry annotation, parsed.
+    pub expires_at: Option<Timestamp>,
+    /// Whether the Secret is being deleted (`deletionTimestamp` set).
+    pub terminating: bool,
+}
+
+impl SecretMeta {
+    /// Reads `meta` (of a Secret at `namespace`) relative to `owner`.
+    pub fn read(meta: &ObjectMeta, owner: &Owner) -> Self {
+        let labels = meta.labels.as_ref();
+        let annotations = meta.annotations.as_ref();
+        let label = |k: &str| labels.and_then(|l| l.get(k)).map(String::as_str);
+        let annotation = |k: &str| annotations.and_then(|a| a.get(k)).map(String::as_str);
+        let managed = label(MANAGED_BY_LABEL) == Some(MANAGED_BY_VALUE);
+        let by_uid = !owner.uid.is_empty() && label(OWNER_UID_LABEL) == Some(owner.uid.as_str());
+        let legacy = label(OWNER_UID_LABEL).is_none()
+            && label(OWNER_NAME_ANNOTATION) == Some(owner.name.as_str())
+            && label(OWNER_NAMESPACE_LABEL) == Some(owner.namespace.as_str());
+        let controlled = !owner.uid.is_empty()
+            && meta.owner_references.as_ref().is_some_and(|refs| {
+                refs.iter()
+                    .any(|r| r.uid == owner.uid && r.controller == Some(true))
+            });
+        let ours = (managed && (by_uid || legacy)) || controlled;
+        let in_own_namespace = meta.namespace.as_deref() == Some(owner.namespace.as_str());
+        let metadata_intact = managed
+            && by_uid
+            && label(OWNER_NAMESPACE_LABEL) == Some(owner.namespace.as_str())
+            && label(OWNER_NAME_ANNOTATION).is_none()
+            && annotation(OWNER_NAME_ANNOTATION) == Some(owner.name.as_str())
+            && (!in_own_namespace || controlled);
+        Self {
+            uid: meta.uid.clone().unwrap_or_default(),
+            resource_version: meta.resource_version.clone().unwrap_or_default(),
+            ours,
+            metadata_intact,
+            data_hash: annotation(DATA_HASH_ANNOTATION).map(str::to_string),
+            expires_at: annotation(EXPIRES_AT_ANNOTATION).and_then(|t| t.parse().ok()),
+            terminating: meta.deletion_timestamp.is_some(),
+        }
+    }
+}
+
+/// The `.dockerconfigjson` document for one registry host:
 /// `{"auths":{"<registry>":{"username":"AWS","password":"<password>","auth":"<base64 AWS:password>"}}}`.
 pub fn docker_config_json(registry: &str, token: &AuthorizationToken) -> Vec<u8> {
     let password = token.password.expose_secret();
@@ -80,14 +169,69 @@ pub fn docker_config_json(registry: &str, token: &AuthorizationToken) -> Vec<u8>
     serde_json::to_vec(&doc).unwrap_or_default()
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+/// Hex SHA-256 of `bytes` (the value of [`DATA_HASH_ANNOTATION`]).
+pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
 }
 
-/// Renders the Secret for `owner` at `target` holding a fresh token for `registry`; see
+/// The labels every Secret of `owner` carries.
+pub fn owner_labels(owner: &Owner) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string()),
+        (OWNER_UID_LABEL.to_string(), owner.uid.clone()),
+        (OWNER_NAMESPACE_LABEL.to_string(), owner.namespace.clone()),
+    ])
+}
+
+/// Label selector of every Secret of the owner with `uid`.
+pub fn owner_selector(uid: &str) -> String {
+    format!("{MANAGED_SELECTOR},{OWNER_UID_LABEL}={uid}")
+}
+
+/// Renders the Secret for `owner` at `target` around an already rendered
+/// `.dockerconfigjson` (`data`) whose token expires at `expires_at`: type
+/// `kubernetes.io/dockerconfigjson`, the owner labels and annotations and, when the Secret
+/// is in the owner's namespace, a controller ownerReference so it is garbage-collected with
+/// the owner. (Copies in other namespaces cannot have one: ownerReferences do not cross
+/// namespaces.)
+pub fn render_data(
+    owner: &ECRTokenRefresh,
+    target: &SecretTarget,
+    data: Vec<u8>,
+    expires_at: Timestamp,
+) -> Secret {
+    let who = Owner::of(owner);
+    let annotations = BTreeMap::from([
+        (OWNER_NAME_ANNOTATION.to_string(), who.name.clone()),
+        (DATA_HASH_ANNOTATION.to_string(), sha256_hex(&data)),
+        (EXPIRES_AT_ANNOTATION.to_string(), expires_at.to_string()),
+    ]);
+    let owner_references = (who.namespace == target.namespace)
+        .then(|| owner.controller_owner_ref(&()))
+        .flatten()
+        .map(|r: OwnerReference| vec![r]);
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(target.name.clone()),
+            namespace: Some(target.namespace.clone()),
+            labels: Some(owner_labels(&who)),
+            annotations: Some(annotations),
+            owner_references,
+            ..Default::default()
+        },
+        type_: Some(SECRET_TYPE.to_string()),
+        data: Some(BTreeMap::from([(
+            DOCKER_CONFIG_KEY.to_string(),
+            ByteString(data),
+        )])),
+        ..Default::default()
+    }
+}
+
+/// Renders the Secret for `owner` at `target` holding `token` for `registry`; see
 /// [`render_data`].
 pub fn render(
     owner: &ECRTokenRefresh,
@@ -103,124 +247,98 @@ pub fn render(
     )
 }
 
-/// Renders the Secret for `owner` at `target` around an already rendered
-/// `.dockerconfigjson` (`data`) whose token expires at `expires_at`: type
-/// `kubernetes.io/dockerconfigjson`, the managed-by and owner labels, the data hash and
-/// expiry annotations, and, when the Secret is in the owner's namespace, a controller
-/// ownerReference so it is garbage-collected with the owner. (Copies in other namespaces
-/// cannot have one: ownerReferences do not cross namespaces.)
-pub fn render_data(
-    owner: &ECRTokenRefresh,
-    target: &SecretTarget,
-    data: Vec<u8>,
-    expires_at: Timestamp,
-) -> Secret {
-    let labels = BTreeMap::from([
-        (MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string()),
-        (OWNER_NAME_LABEL.to_string(), owner.name_any()),
-        (
-            OWNER_NAMESPACE_LABEL.to_string(),
-            owner.namespace().unwrap_or_default(),
-        ),
-    ]);
-    let annotations = BTreeMap::from([
-        (DATA_HASH_ANNOTATION.to_string(), sha256_hex(&data)),
-        (EXPIRES_AT_ANNOTATION.to_string(), expires_at.to_string()),
-    ]);
-    let owner_references = (owner.namespace().as_deref() == Some(target.namespace.as_str()))
-        .then(|| owner.controller_owner_ref(&()))
-        .flatten()
-        .map(|r: OwnerReference| vec![r]);
-    Secret {
-        metadata: ObjectMeta {
-            name: Some(target.name.clone()),
-            namespace: Some(target.namespace.clone()),
-            labels: Some(labels),
-            annotations: Some(annotations),
-            owner_references,
-            ..Default::default()
+/// A merge patch turning an existing Secret of ours into `rendered`, with the existing
+/// object's `uid` and `resourceVersion` as preconditions (a Secret replaced or changed since
+/// it was observed is not touched: the API server answers 409 or 422). Labels and
+/// annotations others added stay; a legacy owner-name label is removed.
+pub fn update_patch(rendered: &Secret, uid: &str, resource_version: &str) -> serde_json::Value {
+    let mut labels = serde_json::to_value(rendered.metadata.labels.clone().unwrap_or_default())
+        .unwrap_or_default();
+    labels[OWNER_NAME_ANNOTATION] = serde_json::Value::Null;
+    serde_json::json!({
+        "metadata": {
+            "uid": uid,
+            "resourceVersion": resource_version,
+            "labels": labels,
+            "annotations": rendered.metadata.annotations,
+            "ownerReferences": rendered.metadata.owner_references,
         },
-        type_: Some(SECRET_TYPE.to_string()),
-        data: Some(BTreeMap::from([(
-            DOCKER_CONFIG_KEY.to_string(),
-            ByteString(data),
-        )])),
-        ..Default::default()
-    }
-}
-
-/// The `.dockerconfigjson` bytes and token expiry of an intact Secret of ours, to copy
-/// into another namespace without asking ECR again. `None` if the Secret lacks either.
-pub fn reusable_data(secret: &Secret) -> Option<(Vec<u8>, Timestamp)> {
-    let data = secret.data.as_ref()?.get(DOCKER_CONFIG_KEY)?.0.clone();
-    let expires_at = secret
-        .annotations()
-        .get(EXPIRES_AT_ANNOTATION)?
-        .parse()
-        .ok()?;
-    Some((data, expires_at))
-}
-
-/// Classifies an existing Secret (or its absence) relative to `owner`: ours when it
-/// carries the managed-by label and names `owner` in the owner labels, or when `owner` is
-/// its controller ownerReference.
-pub fn ownership(existing: Option<&Secret>, owner: &ECRTokenRefresh) -> Ownership {
-    let Some(secret) = existing else {
-        return Ownership::Absent;
-    };
-    // Our controller ownerReference is proof enough even if someone removed the labels;
-    // such a Secret is not intact (see `is_intact`), so the next write restores them.
-    if has_owner_labels(secret, owner) || is_controlled_by(secret, owner) {
-        Ownership::Ours
-    } else {
-        Ownership::Foreign
-    }
-}
-
-fn has_owner_labels(secret: &Secret, owner: &ECRTokenRefresh) -> bool {
-    let labels = secret.labels();
-    let is = |k: &str, v: &str| labels.get(k).map(String::as_str) == Some(v);
-    is(MANAGED_BY_LABEL, MANAGED_BY_VALUE)
-        && is(OWNER_NAME_LABEL, &owner.name_any())
-        && is(
-            OWNER_NAMESPACE_LABEL,
-            &owner.namespace().unwrap_or_default(),
-        )
-}
-
-fn is_controlled_by(secret: &Secret, owner: &ECRTokenRefresh) -> bool {
-    owner.meta().uid.as_ref().is_some_and(|uid| {
-        secret
-            .owner_references()
-            .iter()
-            .any(|r| &r.uid == uid && r.controller == Some(true))
+        "data": rendered.data,
     })
 }
 
-/// Whether a Secret of ours still holds what we wrote for `registry`: the right type,
-/// the data key, data matching the hash annotation, an entry for the registry, the
-/// owner labels (without them the watch would lose sight of it), and a controller
-/// ownerReference to `owner` when in its namespace. Anything else (an edit, a
-/// stripped key) calls for a repair.
-pub fn is_intact(secret: &Secret, owner: &ECRTokenRefresh, registry: &str) -> bool {
+/// Why a Secret cannot seed the held token (after a restart).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SeedError {
+    /// The Secret is not of type `kubernetes.io/dockerconfigjson`.
+    #[error("it is not a kubernetes.io/dockerconfigjson Secret")]
+    Type,
+    /// Its owner or labels are not ours.
+    #[error("it is not controlled by this resource")]
+    Owner,
+    /// Its data does not match its data-hash annotation.
+    #[error("its data does not match its data-sha256 annotation")]
+    Hash,
+    /// Its expiry annotation does not agree with `status.expiresAt`.
+    #[error("its expiry does not agree with status.expiresAt")]
+    Expiry,
+    /// Its `.dockerconfigjson` has no usable entry for the registry.
+    #[error("its .dockerconfigjson has no complete entry for the registry")]
+    Entry,
+}
+
+/// The token held in `secret`, the resource's own Secret, when it may seed the held token
+/// after a restart: controlled by `owner` (controller ownerReference and owner labels),
+/// its data matching its hash annotation, its expiry annotation equal to `expected_expiry`
+/// (the resource's `status.expiresAt`, which only the operator writes), and a complete
+/// entry for `registry` (`auth` being base64 of `username:password`).
+///
+/// # Errors
+/// [`SeedError`] saying which check failed (never quoting the data).
+pub fn seed_token(
+    secret: &Secret,
+    owner: &Owner,
+    registry: &str,
+    expected_expiry: Timestamp,
+) -> Result<AuthorizationToken, SeedError> {
     if secret.type_.as_deref() != Some(SECRET_TYPE) {
-        return false;
+        return Err(SeedError::Type);
     }
-    let Some(data) = secret.data.as_ref().and_then(|d| d.get(DOCKER_CONFIG_KEY)) else {
-        return false;
-    };
-    let hash_ok = secret.annotations().get(DATA_HASH_ANNOTATION) == Some(&sha256_hex(&data.0));
-    let has_registry = serde_json::from_slice::<serde_json::Value>(&data.0)
-        .ok()
-        .is_some_and(|v| v["auths"][registry]["auth"].is_string());
-    let owned = secret.namespace() != owner.namespace()
-        || owner.meta().uid.as_ref().is_some_and(|uid| {
-            secret
-                .owner_references()
-                .iter()
-                .any(|r| &r.uid == uid && r.controller == Some(true))
-        });
-    hash_ok && has_registry && owned && has_owner_labels(secret, owner)
+    let meta = SecretMeta::read(&secret.metadata, owner);
+    if !(meta.ours && meta.metadata_intact) {
+        return Err(SeedError::Owner);
+    }
+    let data = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(DOCKER_CONFIG_KEY))
+        .ok_or(SeedError::Entry)?;
+    if meta.data_hash.as_deref() != Some(sha256_hex(&data.0).as_str()) {
+        return Err(SeedError::Hash);
+    }
+    if meta.expires_at != Some(expected_expiry) {
+        return Err(SeedError::Expiry);
+    }
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        username: String,
+        password: String,
+        auth: String,
+    }
+    let doc: serde_json::Value = serde_json::from_slice(&data.0).map_err(|_| SeedError::Entry)?;
+    let entry: Entry =
+        serde_json::from_value(doc["auths"][registry].clone()).map_err(|_| SeedError::Entry)?;
+    let expected_auth = base64::engine::general_purpose::STANDARD
+        .encode(format!("{}:{}", entry.username, entry.password));
+    if entry.username.is_empty() || entry.password.is_empty() || entry.auth != expected_auth {
+        return Err(SeedError::Entry);
+    }
+    Ok(AuthorizationToken {
+        username: entry.username,
+        password: secrecy::SecretString::from(entry.password),
+        expires_at: expected_expiry,
+        proxy_endpoint: None,
+    })
 }
 
 #[cfg(test)]
@@ -254,9 +372,9 @@ mod tests {
         }
     }
 
-    fn target() -> SecretTarget {
+    fn target(ns: &str) -> SecretTarget {
         SecretTarget {
-            namespace: "default".into(),
+            namespace: ns.into(),
             name: "ecr-credentials".into(),
         }
     }
@@ -265,7 +383,7 @@ mod tests {
 
     #[test]
     fn renders_the_original_dockerconfigjson() {
-        let s = render(&owner(), &target(), HOST, &token("pa:ss"));
+        let s = render(&owner(), &target("default"), HOST, &token("pa:ss"));
         assert_eq!(s.type_.as_deref(), Some("kubernetes.io/dockerconfigjson"));
         let data = &s.data.as_ref().unwrap()[".dockerconfigjson"].0;
         let v: serde_json::Value = serde_json::from_slice(data).unwrap();
@@ -278,9 +396,10 @@ mod tests {
         let refs = s.metadata.owner_references.as_ref().unwrap();
         assert_eq!(refs.len(), 1);
         assert_eq!(refs[0].kind, "ECRTokenRefresh");
-        assert_eq!(refs[0].api_version, "ecr.aws.edenlab.io/v1alpha1");
         assert_eq!(refs[0].controller, Some(true));
         assert_eq!(s.labels()[MANAGED_BY_LABEL], "ecr-token-refresh");
+        assert_eq!(s.labels()[OWNER_UID_LABEL], owner().metadata.uid.unwrap());
+        assert_eq!(s.annotations()[OWNER_NAME_ANNOTATION], "ecr-credentials");
         assert_eq!(
             s.annotations()[EXPIRES_AT_ANNOTATION],
             "2030-01-01T00:00:00Z"
@@ -288,52 +407,116 @@ mod tests {
     }
 
     #[test]
-    fn copies_in_other_namespaces_have_no_owner_reference() {
-        let t = SecretTarget {
-            namespace: "team-a".into(),
-            name: "x".into(),
-        };
+    fn long_names_stay_out_of_label_values() {
+        let mut cr = owner();
+        cr.metadata.name = Some("a".repeat(253));
+        let s = render(&cr, &target("default"), HOST, &token("p"));
         assert!(
-            render(&owner(), &t, HOST, &token("p"))
-                .metadata
-                .owner_references
-                .is_none()
+            s.labels().values().all(|v| v.len() <= 63),
+            "{:?}",
+            s.labels()
         );
+        assert_eq!(s.annotations()[OWNER_NAME_ANNOTATION].len(), 253);
     }
 
     #[test]
-    fn ownership_and_intactness() {
-        let o = owner();
-        assert_eq!(ownership(None, &o), Ownership::Absent);
-        let mut s = render(&o, &target(), HOST, &token("p"));
-        assert_eq!(ownership(Some(&s), &o), Ownership::Ours);
-        assert!(is_intact(&s, &o, HOST));
-        assert!(!is_intact(
-            &s,
-            &o,
-            "999999999999.dkr.ecr.us-east-1.amazonaws.com"
-        ));
+    fn copies_in_other_namespaces_have_no_owner_reference() {
+        let s = render(&owner(), &target("team-a"), HOST, &token("p"));
+        assert!(s.metadata.owner_references.is_none());
+        let m = SecretMeta::read(&s.metadata, &Owner::of(&owner()));
+        assert!(m.ours && m.metadata_intact);
+    }
 
-        // Edited data no longer matches the hash.
-        s.data
+    #[test]
+    fn ownership_and_intact_metadata() {
+        let o = Owner::of(&owner());
+        let s = render(&owner(), &target("default"), HOST, &token("p"));
+        let m = SecretMeta::read(&s.metadata, &o);
+        assert!(m.ours && m.metadata_intact && !m.terminating);
+        assert_eq!(m.expires_at, Some("2030-01-01T00:00:00Z".parse().unwrap()));
+
+        // Labels stripped: still ours by the ownerReference, but due for a rewrite.
+        let mut stripped = s.clone();
+        stripped.metadata.labels = None;
+        let m = SecretMeta::read(&stripped.metadata, &o);
+        assert!(m.ours && !m.metadata_intact);
+
+        // Another resource's uid (a forged or colliding Secret) is not ours.
+        let other = Owner {
+            uid: "another-uid".into(),
+            ..o.clone()
+        };
+        let mut theirs = s.clone();
+        theirs.metadata.owner_references = None;
+        assert!(!SecretMeta::read(&theirs.metadata, &other).ours);
+
+        // Written by an earlier version: owner name and namespace as labels.
+        let mut legacy = theirs.clone();
+        let labels = legacy.metadata.labels.as_mut().unwrap();
+        labels.remove(OWNER_UID_LABEL);
+        labels.insert(OWNER_NAME_ANNOTATION.into(), "ecr-credentials".into());
+        let m = SecretMeta::read(&legacy.metadata, &o);
+        assert!(m.ours && !m.metadata_intact);
+    }
+
+    #[test]
+    fn the_update_patch_carries_preconditions_and_drops_the_legacy_label() {
+        let s = render(&owner(), &target("default"), HOST, &token("p"));
+        let p = update_patch(&s, "uid-1", "42");
+        assert_eq!(p["metadata"]["uid"], "uid-1");
+        assert_eq!(p["metadata"]["resourceVersion"], "42");
+        assert!(p["metadata"]["labels"][OWNER_NAME_ANNOTATION].is_null());
+        assert!(p["data"][".dockerconfigjson"].is_string());
+    }
+
+    #[test]
+    fn only_an_intact_own_secret_seeds_a_token() {
+        let o = Owner::of(&owner());
+        let expiry: Timestamp = "2030-01-01T00:00:00Z".parse().unwrap();
+        let good = render(&owner(), &target("default"), HOST, &token("pa:ss"));
+        let t = seed_token(&good, &o, HOST, expiry).unwrap();
+        assert_eq!(t.password.expose_secret(), "pa:ss");
+
+        let later: Timestamp = "2099-01-01T00:00:00Z".parse().unwrap();
+        assert_eq!(
+            seed_token(&good, &o, HOST, later).err(),
+            Some(SeedError::Expiry)
+        );
+
+        // Data rewritten with a recomputed hash but a forged password: the hash matches,
+        // the expiry annotation agrees, so only the entry check stands: auth must match.
+        let mut forged = good.clone();
+        let doc = serde_json::json!({"auths": {HOST: {"username": "AWS", "password": "evil", "auth": "QVdTOnBhOnNz"}}});
+        let bytes = serde_json::to_vec(&doc).unwrap();
+        forged
+            .annotations_mut()
+            .insert(DATA_HASH_ANNOTATION.into(), sha256_hex(&bytes));
+        forged
+            .data
+            .as_mut()
+            .unwrap()
+            .insert(DOCKER_CONFIG_KEY.into(), ByteString(bytes));
+        assert_eq!(
+            seed_token(&forged, &o, HOST, expiry).err(),
+            Some(SeedError::Entry)
+        );
+
+        let mut edited = good.clone();
+        edited
+            .data
             .as_mut()
             .unwrap()
             .insert(DOCKER_CONFIG_KEY.into(), ByteString(b"{}".to_vec()));
-        assert!(!is_intact(&s, &o, HOST));
+        assert_eq!(
+            seed_token(&edited, &o, HOST, expiry).err(),
+            Some(SeedError::Hash)
+        );
 
-        // Labels stripped: still ours by the ownerReference, but due for a rewrite.
-        let mut stripped = render(&o, &target(), HOST, &token("p"));
-        stripped.metadata.labels = None;
-        assert_eq!(ownership(Some(&stripped), &o), Ownership::Ours);
-        assert!(!is_intact(&stripped, &o, HOST));
-
-        let foreign = Secret {
-            metadata: ObjectMeta {
-                name: Some("ecr-credentials".into()),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        assert_eq!(ownership(Some(&foreign), &o), Ownership::Foreign);
+        let mut copy = good.clone();
+        copy.metadata.owner_references = None;
+        assert_eq!(
+            seed_token(&copy, &o, HOST, expiry).err(),
+            Some(SeedError::Owner)
+        );
     }
 }

@@ -117,9 +117,10 @@ async fn a_deleted_or_edited_secret_is_repaired() {
                 .is_some())
             .await
     );
-    assert_eq!(tokens.calls(), 2);
+    // Rewritten with the token the operator holds: no new ECR call.
+    assert_eq!(tokens.calls(), 1);
 
-    // An edit of the data is noticed through the hash annotation and rewritten.
+    // An edit of the data (annotations untouched) is noticed: its resourceVersion moved.
     let mut secret = cluster.secret("ecr-credentials").unwrap();
     secret["data"][".dockerconfigjson"] = json!("e30=");
     cluster.api.replace(SECRETS, secret).unwrap();
@@ -134,8 +135,9 @@ async fn a_deleted_or_edited_secret_is_repaired() {
     );
     assert_eq!(
         password_of(&cluster.secret("ecr-credentials").unwrap()),
-        ScriptedTokens::password(3)
+        ScriptedTokens::password(1)
     );
+    assert_eq!(tokens.calls(), 1);
     cluster
         .wait_event("ecr-credentials", "Normal", "Repaired")
         .await;
@@ -145,8 +147,9 @@ async fn a_deleted_or_edited_secret_is_repaired() {
 #[tokio::test]
 async fn a_failing_token_source_keeps_the_secret_and_recovers() {
     let cluster = Cluster::start().await;
-    let tokens = Arc::new(ScriptedTokens::default());
-    let running = start_controller(cluster.client.clone(), tokens.clone(), fast_settings());
+    // Tokens that live 4 s are due for refresh 2 s after they are fetched.
+    let tokens = Arc::new(ScriptedTokens::with_lifetime(4));
+    let running = start_controller(cluster.client.clone(), tokens.clone(), expiring_settings());
     cluster.apply_sample("ecr-credentials", json!({}));
     cluster
         .wait_ready("ecr-credentials", "True", "TokenRefreshed")
@@ -154,17 +157,6 @@ async fn a_failing_token_source_keeps_the_secret_and_recovers() {
     let before = cluster.secret("ecr-credentials").unwrap();
 
     tokens.fail(true);
-    // A spec change forces a refresh now.
-    cluster
-        .api
-        .merge_patch(
-            CRS,
-            Some("default"),
-            "ecr-credentials",
-            json!({"spec": {"frequency": "4h"}}),
-            false,
-        )
-        .unwrap();
     let cond = cluster
         .wait_ready("ecr-credentials", "False", "ECRUnreachable")
         .await;
@@ -208,7 +200,41 @@ async fn a_failing_token_source_keeps_the_secret_and_recovers() {
         status.get("error").is_none() || status["error"].is_null(),
         "error cleared: {status}"
     );
-    assert_eq!(status["observedGeneration"], 2);
+    assert!(status.get("consecutiveFailures").is_none(), "{status}");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_spec_change_reuses_the_held_token() {
+    let cluster = Cluster::start().await;
+    let tokens = Arc::new(ScriptedTokens::default());
+    let running = start_controller(cluster.client.clone(), tokens.clone(), fast_settings());
+    cluster.apply_sample("ecr-credentials", json!({}));
+    cluster
+        .wait_ready("ecr-credentials", "True", "TokenRefreshed")
+        .await;
+    cluster
+        .api
+        .merge_patch(
+            CRS,
+            Some("default"),
+            "ecr-credentials",
+            json!({"spec": {"frequency": "4h"}}),
+            false,
+        )
+        .unwrap();
+    assert!(
+        cluster
+            .api
+            .wait_for(WAIT, |api| {
+                ready_of(&api.get(CRS, Some("default"), "ecr-credentials").unwrap())
+                    ["observedGeneration"]
+                    == 2
+            })
+            .await
+    );
+    assert_eq!(cluster.ready("ecr-credentials")["status"], "True");
+    assert_eq!(tokens.calls(), 1, "the held token serves the new spec");
     running.stop().await;
 }
 
@@ -241,10 +267,9 @@ async fn a_foreign_secret_is_never_overwritten() {
         now["metadata"]["resourceVersion"],
         foreign["metadata"]["resourceVersion"]
     );
-    assert_eq!(
-        tokens.calls(),
-        0,
-        "no token is fetched for a Secret we may not write"
+    assert!(
+        tokens.calls() <= 1,
+        "at most one token is fetched, and written nowhere"
     );
     cluster
         .wait_event("ecr-credentials", "Warning", "SecretConflict")
@@ -330,7 +355,8 @@ async fn a_restart_does_not_refresh_fresh_tokens() {
         cluster.wait_ready(name, "True", "TokenRefreshed").await;
     }
     running.stop().await;
-    assert_eq!(tokens.calls(), 3);
+    // One token per identity and region serves all three.
+    assert_eq!(tokens.calls(), 1);
 
     cluster.api.reset_counters();
     let running = start_controller(cluster.client.clone(), tokens.clone(), fast_settings());
@@ -345,30 +371,20 @@ async fn a_restart_does_not_refresh_fresh_tokens() {
     settle(&cluster.api, std::time::Duration::from_millis(300)).await;
     running.stop().await;
     // ...and, the tokens being fresh, fetches and writes nothing.
-    assert_eq!(tokens.calls(), 3);
+    assert_eq!(tokens.calls(), 1);
     assert_eq!(cluster.api.counters().get_count("patch", SECRETS), 0);
 }
 
 #[tokio::test]
 async fn tokens_never_reach_status_or_events() {
     let cluster = Cluster::start().await;
-    let tokens = Arc::new(ScriptedTokens::default());
-    let running = start_controller(cluster.client.clone(), tokens.clone(), fast_settings());
+    let tokens = Arc::new(ScriptedTokens::with_lifetime(4));
+    let running = start_controller(cluster.client.clone(), tokens.clone(), expiring_settings());
     cluster.apply_sample("ecr-credentials", json!({}));
     cluster
         .wait_ready("ecr-credentials", "True", "TokenRefreshed")
         .await;
     tokens.fail(true);
-    cluster
-        .api
-        .merge_patch(
-            CRS,
-            Some("default"),
-            "ecr-credentials",
-            json!({"spec": {"frequency": "2h"}}),
-            false,
-        )
-        .unwrap();
     cluster
         .wait_ready("ecr-credentials", "False", "ECRUnreachable")
         .await;

@@ -132,6 +132,10 @@ pub struct ECRTokenRefreshStatus {
     /// Namespaces selected but not served, with why (e.g. a foreign Secret of that name).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed_namespaces: Vec<NamespaceFailure>,
+    /// Failed attempts in a row (token, writes or deletes), reset by a full success; the
+    /// backoff grows with it. Absent when the last attempt succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_failures: Option<u32>,
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

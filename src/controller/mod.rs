@@ -1,39 +1,58 @@
 //! The reconcile loop: `ECRTokenRefresh` events in, Secrets and status out.
+//!
+//! A reconcile decides from plain data ([`plan`], [`settle`]) and a thin layer carries the
+//! decision out (`apply`). Triggers come from changes in the world — a resource's
+//! generation, labels, annotations or deletion; a managed Secret changed or deleted by
+//! someone else; a Namespace or ServiceAccount — never from the operator's own status or
+//! Secret writes, so a failing resource waits for its backoff.
 
+mod apply;
+mod caches;
 mod cleanup;
+pub mod events;
+pub mod fence;
+pub mod memory;
+mod observe;
+pub mod plan;
 mod reconcile;
 pub mod schedule;
+pub mod settle;
 pub mod status;
 pub mod targets;
+mod triggers;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
-use kube::Client;
-use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::reflector::reflector;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
 
 use crate::api::ECRTokenRefresh;
-use crate::ecr::TokenSource;
+use crate::ecr::{TokenCache, TokenSource};
 use crate::metrics::Metrics;
 use crate::policy::Policies;
-use crate::secret::{MANAGED_SELECTOR, OWNER_NAME_LABEL, OWNER_NAMESPACE_LABEL};
+use crate::secret::{MANAGED_FIELDS, MANAGED_SELECTOR};
 use crate::server::Health;
 
+pub use caches::Caches;
+pub use fence::Fence;
+pub use memory::Memory;
 pub use reconcile::reconcile;
 pub use schedule::ScheduleSettings;
+
+/// Annotation on a ServiceAccount recording the `imagePullSecrets` entries the operator
+/// added: a JSON object, Secret name → uid of the resource it was added for. Only entries
+/// recorded there are ever removed.
+pub const PULL_SECRETS_ANNOTATION: &str = "ecr.aws.edenlab.io/image-pull-secrets";
 
 /// Controller settings (built from the operator config by `OperatorConfig::controller_settings`).
 #[derive(Debug, Clone)]
@@ -70,82 +89,23 @@ impl Default for Settings {
 pub struct Context {
     /// Kubernetes client.
     pub client: Client,
-    /// Where tokens come from.
-    pub tokens: Arc<dyn TokenSource>,
+    /// Where tokens come from: the shared, single-flight token cache.
+    pub tokens: Arc<TokenCache>,
     /// Naming, fan-out and retry policies: built-ins and registered plugins.
     pub policies: Arc<Policies>,
     /// Publishes Events on the custom resources.
-    pub recorder: Recorder,
+    pub events: events::Publisher,
     /// Timing and scope.
     pub settings: Settings,
     /// Where reconciles record metrics (an unregistered set unless the operator sets one).
     pub metrics: Arc<Metrics>,
     /// Watch caches of the managed Secrets, the Namespaces and the ServiceAccounts; `None`
-    /// when the context runs without watches (scripted tests), then every read is a GET.
+    /// when the context runs without watches (scripted tests), then reads are GETs.
     pub caches: Option<Caches>,
-    /// Consecutive failures per resource, for backoff; cleared by a success.
-    failures: Mutex<HashMap<ObjectRef<ECRTokenRefresh>, u32>>,
-}
-
-/// Reflector stores the reconciles read instead of asking the API server.
-#[derive(Clone)]
-pub struct Caches {
-    /// Secrets with the managed-by label (only ours: memory stays flat in the number of
-    /// Secrets in the cluster).
-    pub secrets: Store<Secret>,
-    /// Namespace metadata (the fan-out candidates).
-    /// `None` for an operator watching one namespace: it cannot fan out.
-    pub namespaces: Option<Store<PartialObjectMeta<Namespace>>>,
-    /// ServiceAccounts (for `spec.serviceAccounts`).
-    pub service_accounts: Store<ServiceAccount>,
-    ready: tokio::sync::watch::Receiver<bool>,
-}
-
-impl Caches {
-    /// Builds the caches over these stores; [`Caches::ready`] resolves once all of them
-    /// hold their initial list.
-    ///
-    /// (One task waits on the stores and publishes readiness on a watch channel: a
-    /// kube-runtime 5 store wakes only its most recent waiter, and many reconciles wait.)
-    pub fn new(
-        secrets: Store<Secret>,
-        namespaces: Option<Store<PartialObjectMeta<Namespace>>>,
-        service_accounts: Store<ServiceAccount>,
-    ) -> Self {
-        let (tx, ready) = tokio::sync::watch::channel(false);
-        let (s, n, a) = (
-            secrets.clone(),
-            namespaces.clone(),
-            service_accounts.clone(),
-        );
-        tokio::spawn(async move {
-            let _ = s.wait_until_ready().await;
-            if let Some(n) = n {
-                let _ = n.wait_until_ready().await;
-            }
-            let _ = a.wait_until_ready().await;
-            let _ = tx.send(true);
-        });
-        Self {
-            secrets,
-            namespaces,
-            service_accounts,
-            ready,
-        }
-    }
-
-    /// Waits (at most 30 s) until every store has its initial list, so that a reconcile
-    /// never mistakes an unlisted namespace or Secret for an absent one.
-    ///
-    /// # Errors
-    /// [`Error::CachesNotReady`] when the watches have not listed in time.
-    pub async fn ready(&self) -> Result<(), Error> {
-        let mut ready = self.ready.clone();
-        match tokio::time::timeout(Duration::from_secs(30), ready.wait_for(|r| *r)).await {
-            Ok(Ok(_)) => Ok(()),
-            _ => Err(Error::CachesNotReady),
-        }
-    }
+    /// Failures, held tokens and the record of writes.
+    pub memory: Arc<Memory>,
+    /// Closed when this replica must stop writing (lost leadership).
+    pub fence: Fence,
 }
 
 impl Context {
@@ -157,28 +117,21 @@ impl Context {
         policies: Arc<Policies>,
         settings: Settings,
     ) -> Self {
-        let reporter = Reporter {
-            controller: "ecr-token-refresh".into(),
-            instance: std::env::var("POD_NAME").ok(),
-        };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            events: events::Publisher::new(
+                client.clone(),
+                "ecr-token-refresh",
+                std::env::var("POD_NAME").ok(),
+            ),
             client,
-            tokens,
+            tokens: Arc::new(TokenCache::new(tokens)),
             policies,
             settings,
             metrics: Arc::new(Metrics::default()),
             caches: None,
-            failures: Mutex::new(HashMap::new()),
+            memory: Arc::new(Memory::default()),
+            fence: Fence::new(),
         }
-    }
-
-    /// Records one more consecutive failure and returns the attempt number (1-based).
-    fn bump_failures(&self, key: &ObjectRef<ECRTokenRefresh>) -> u32 {
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let n = map.entry(key.clone()).or_insert(0);
-        *n = n.saturating_add(1);
-        *n
     }
 
     /// The built-in retry delay for `attempt`, clamped (used when no retry plugin
@@ -186,13 +139,6 @@ impl Context {
     fn retry_delay(&self, attempt: u32, token_expires_in: Option<Duration>) -> Duration {
         let delay = self.policies.builtin_retry().delay(attempt);
         self.policies.retry_clamp().clamp(delay, token_expires_in)
-    }
-
-    fn clear_failures(&self, key: &ObjectRef<ECRTokenRefresh>) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
     }
 }
 
@@ -203,15 +149,6 @@ pub enum Error {
     /// Reading the target Secret failed.
     #[error("cannot read Secret {target}: {source}")]
     ReadSecret {
-        /// `namespace/name`.
-        target: String,
-        /// The API error.
-        #[source]
-        source: kube::Error,
-    },
-    /// Deleting a copy of a deleted resource's Secret failed (the finalizer stays).
-    #[error("cannot delete Secret {target}: {source}")]
-    DeleteSecret {
         /// `namespace/name`.
         target: String,
         /// The API error.
@@ -243,6 +180,19 @@ pub enum Error {
     /// sends such an object).
     #[error("ECRTokenRefresh {0} has no namespace")]
     MissingNamespace(String),
+    /// This replica lost its leadership: no write is sent any more.
+    #[error("this replica is no longer the leader; writes are fenced off")]
+    Fenced,
+    /// A Secret could not be encoded as JSON (never expected).
+    #[error("cannot encode a Secret: {0}")]
+    Encode(#[source] serde_json::Error),
+    /// A request could not be built (never expected: names come from validated input).
+    #[error("cannot build a request: {0}")]
+    Request(String),
+    /// An answer of the API server could not be decoded (its body is never shown: it may
+    /// carry Secret data).
+    #[error("cannot decode the API server's answer for {0}")]
+    Decode(String),
 }
 
 impl Error {
@@ -250,11 +200,14 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::ReadSecret { .. } => "read_secret",
-            Error::DeleteSecret { .. } => "delete_secret",
             Error::WriteStatus { .. } => "write_status",
             Error::WriteMetadata { .. } => "write_metadata",
             Error::MissingNamespace(_) => "missing_namespace",
             Error::CachesNotReady => "caches_not_ready",
+            Error::Fenced => "fenced",
+            Error::Encode(_) => "encode",
+            Error::Request(_) => "request",
+            Error::Decode(_) => "decode",
         }
     }
 }
@@ -263,8 +216,13 @@ impl Error {
 /// failed refresh.
 pub fn error_policy(cr: Arc<ECRTokenRefresh>, error: &Error, ctx: Arc<Context>) -> Action {
     let key = ObjectRef::from_obj(cr.as_ref());
-    let attempt = ctx.bump_failures(&key);
+    if matches!(error, Error::Fenced) {
+        return Action::await_change();
+    }
+    let uid = cr.metadata.uid.clone().unwrap_or_default();
+    let attempt = ctx.memory.bump_failures(&uid);
     let delay = ctx.retry_delay(attempt, None);
+    ctx.metrics.retry(error.metric_label());
     tracing::warn!(%key, %error, attempt, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
@@ -312,6 +270,8 @@ pub struct Observers {
     pub metrics: Arc<Metrics>,
     /// Told when the controller's caches are synced (for `/readyz`).
     pub health: Option<Arc<Health>>,
+    /// Closed by the operator when this replica loses its leadership.
+    pub fence: Fence,
 }
 
 /// How often expiry gauges of deleted resources are dropped.
@@ -330,57 +290,83 @@ pub async fn run_with(
     observers: Observers,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), StartError> {
-    let (crs, secrets): (Api<ECRTokenRefresh>, Api<Secret>) = match &settings.namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
+    let scoped = |client: &Client| -> (Api<ECRTokenRefresh>, Api<PartialObjectMeta<Secret>>) {
+        match &settings.namespace {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+            None => (Api::all(client.clone()), Api::all(client.clone())),
+        }
     };
+    let (crs, secrets) = scoped(&client);
     crs.list(&ListParams::default().limit(1))
         .await
         .map_err(StartError::CrdMissing)?;
     let concurrency = settings.concurrency;
     let cluster_wide = settings.namespace.is_none();
 
-    // Managed Secrets: one label-selected watch feeds both the cache the reconciles read
-    // and the trigger that repairs a deleted or edited Secret.
+    let mut ctx = Context::new(client.clone(), tokens, policies, settings.clone());
+    ctx.metrics = Arc::clone(&observers.metrics);
+    ctx.fence = observers.fence.clone();
+    let memory = Arc::clone(&ctx.memory);
+
+    // The resources: every change goes into the store reconciles read, but only changes
+    // made by users or the cluster (not the operator's status writes) trigger a reconcile.
+    let (cr_store, cr_writer) = reflector::store();
+    let cr_events = watcher::watcher(crs, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(cr_writer)
+        .applied_objects()
+        .predicate_filter(triggers::resource_changed, Default::default());
+
+    // Managed Secrets: one metadata-only watch of labelled image-pull Secrets feeds the
+    // cache reconciles read and the trigger that repairs a deleted or edited Secret.
     let (secret_store, secret_writer) = reflector::store();
-    let secret_events = reflector(
-        secret_writer,
-        watcher::watcher(
-            secrets,
-            watcher::Config::default()
-                .labels(MANAGED_SELECTOR)
-                .any_semantic(),
-        ),
+    let secret_events = watcher::watcher(
+        secrets,
+        watcher::Config::default()
+            .labels(MANAGED_SELECTOR)
+            .fields(MANAGED_FIELDS)
+            .any_semantic(),
     )
     .default_backoff()
+    .modify(caches::strip_secret)
+    .reflect(secret_writer)
+    .map_ok({
+        let memory = Arc::clone(&memory);
+        move |event| {
+            if let watcher::Event::Delete(s) = &event {
+                let target = crate::secret::SecretTarget {
+                    namespace: s.namespace().unwrap_or_default(),
+                    name: s.name_any(),
+                };
+                memory.mark_deleted(&target, s.metadata.uid.as_deref().unwrap_or_default());
+            }
+            event
+        }
+    })
     .touched_objects();
     // Namespaces (metadata only) are the fan-out candidates; only a cluster-wide
     // operator can fan out.
     let (ns_store, ns_writer) = reflector::store();
     let ns_api: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
-    let ns_events = reflector(
-        ns_writer,
-        watcher::watcher(ns_api, watcher::Config::default().any_semantic()),
-    )
-    .default_backoff()
-    .touched_objects();
+    let ns_events = watcher::watcher(ns_api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(caches::strip_namespace)
+        .reflect(ns_writer)
+        .touched_objects();
     let (sa_store, sa_writer) = reflector::store();
     let sa_api: Api<ServiceAccount> = match &settings.namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    let sa_events = reflector(
-        sa_writer,
-        watcher::watcher(sa_api, watcher::Config::default().any_semantic()),
-    )
-    .default_backoff()
-    .touched_objects();
+    let sa_events = watcher::watcher(sa_api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(caches::strip_service_account)
+        .reflect(sa_writer)
+        .touched_objects();
 
-    let mut ctx = Context::new(client, tokens, policies, settings);
-    ctx.metrics = Arc::clone(&observers.metrics);
     ctx.caches = Some(Caches::new(
         secret_store,
         cluster_wide.then_some(ns_store),
@@ -388,57 +374,22 @@ pub async fn run_with(
     ));
     let ctx = Arc::new(ctx);
     tracing::info!("controller started");
-    let controller = Controller::new(crs, watcher::Config::default().any_semantic())
+    let controller = Controller::for_stream(cr_events, cr_store.clone())
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
-    let crs_for_ns = controller.store();
-    let crs_for_sa = controller.store();
-    // A managed Secret maps to its resource by the owner labels, which copies in other
-    // namespaces carry too (ownerReferences cannot cross namespaces).
     let mut controller = controller
-        .watches_stream(secret_events, |secret: Secret| {
-            let labels = secret.labels();
-            match (
-                labels.get(OWNER_NAME_LABEL),
-                labels.get(OWNER_NAMESPACE_LABEL),
-            ) {
-                (Some(name), Some(namespace)) => {
-                    Some(ObjectRef::<ECRTokenRefresh>::new(name).within(namespace))
-                }
-                _ => None,
-            }
-        })
-        .watches_stream(sa_events, move |sa: ServiceAccount| {
-            // A ServiceAccount named by a resource appeared or changed.
-            let name = sa.name_any();
-            crs_for_sa
-                .state()
-                .into_iter()
-                .filter(|cr| cr.spec.service_accounts.contains(&name))
-                .map(|cr| ObjectRef::from_obj(cr.as_ref()))
-                .collect::<Vec<_>>()
-        });
+        .watches_stream(
+            secret_events,
+            triggers::secret_owner(cr_store.clone(), Arc::clone(&memory)),
+        )
+        .watches_stream(
+            sa_events,
+            triggers::service_account_users(cr_store.clone(), settings.fanout_sources.clone()),
+        );
     if cluster_wide {
         controller =
-            controller.watches_stream(ns_events, move |ns: PartialObjectMeta<Namespace>| {
-                // Any namespace change may change what a fan-out plugin selects, and a
-                // resource's own namespace going away matters to it.
-                let name = ns.name_any();
-                crs_for_ns
-                    .state()
-                    .into_iter()
-                    .filter(|cr| {
-                        cr.spec.policy.as_ref().is_some_and(|p| p.fanout.is_some())
-                            || cr.namespace().as_deref() == Some(name.as_str())
-                    })
-                    .map(|cr| ObjectRef::from_obj(cr.as_ref()))
-                    .collect::<Vec<_>>()
-            });
+            controller.watches_stream(ns_events, triggers::namespace_users(cr_store.clone()));
     }
-    let observer = tokio::spawn(observe_store(
-        controller.store(),
-        ctx.caches.clone(),
-        observers.clone(),
-    ));
+    let observer = tokio::spawn(observe_store(cr_store, Arc::clone(&ctx), observers.clone()));
     controller
         .graceful_shutdown_on(shutdown)
         .run(reconcile::observed, error_policy, ctx)
@@ -458,11 +409,11 @@ pub async fn run_with(
     Ok(())
 }
 
-/// Marks the caches synced once the resources are listed, then keeps the expiry gauges
-/// to the resources that still exist.
+/// Marks the caches synced once the resources are listed, then keeps the expiry gauges,
+/// the controller's memory and the token cache to what still exists.
 async fn observe_store(
-    store: kube::runtime::reflector::Store<ECRTokenRefresh>,
-    caches: Option<Caches>,
+    store: reflector::Store<ECRTokenRefresh>,
+    ctx: Arc<Context>,
     observers: Observers,
 ) {
     // `Store::wait_until_ready` wakes only the most recent of several waiters (the
@@ -475,7 +426,7 @@ async fn observe_store(
         }
     }
     // ...and the managed Secrets, Namespaces and ServiceAccounts.
-    if let Some(caches) = &caches {
+    if let Some(caches) = &ctx.caches {
         while caches.ready().await.is_err() {}
     }
     if let Some(health) = &observers.health {
@@ -487,5 +438,12 @@ async fn observe_store(
         observers.metrics.retain_expiry(|namespace, name| {
             store.get(&ObjectRef::new(name).within(namespace)).is_some()
         });
+        let uids: BTreeSet<String> = store
+            .state()
+            .iter()
+            .filter_map(|cr| cr.metadata.uid.clone())
+            .collect();
+        ctx.memory.retain_resources(|uid| uids.contains(uid));
+        ctx.tokens.evict_expired(jiff::Timestamp::now());
     }
 }

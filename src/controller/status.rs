@@ -4,7 +4,9 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use serde_json::{Value, json};
 
-use crate::api::{ECRTokenRefreshStatus, Phase, SecretReference};
+use crate::api::ECRTokenRefreshStatus;
+#[cfg(test)]
+use crate::api::Phase;
 
 /// The condition type this operator maintains.
 pub const READY: &str = "Ready";
@@ -23,6 +25,56 @@ pub mod reason {
     pub const NO_NAMESPACE_SELECTED: &str = "NoNamespaceSelected";
     /// Writing the Secret failed.
     pub const SECRET_WRITE_FAILED: &str = "SecretWriteFailed";
+    /// A Secret of ours is being deleted (someone else's finalizer holds it); it is written
+    /// again once it is gone.
+    pub const SECRET_TERMINATING: &str = "SecretTerminating";
+    /// A Secret must be written and no token could be had.
+    pub const TOKEN_UNAVAILABLE: &str = "TokenUnavailable";
+    /// Ready, but some selected namespaces are not served (`status.failedNamespaces`).
+    pub const SOME_NAMESPACES_FAILED: &str = "SomeNamespacesFailed";
+    /// A Secret no longer targeted could not be deleted.
+    pub const SECRET_DELETE_FAILED: &str = "SecretDeleteFailed";
+    /// Deleting the resource is waiting for its Secrets or ServiceAccount entries to go.
+    pub const CLEANUP_FAILED: &str = "CleanupFailed";
+}
+
+/// Longest condition message and `status.error` written, in bytes. (The API allows 32 KiB
+/// for a condition message; a few KiB keep `kubectl describe` readable.)
+pub const MAX_MESSAGE: usize = 4096;
+/// Longest message of one entry of `status.failedNamespaces`, in bytes.
+pub const MAX_ITEM_MESSAGE: usize = 512;
+
+/// `s` cut to at most `max` bytes on a character boundary, with `…` when cut.
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let ellipsis = "…";
+    let mut end = max.saturating_sub(ellipsis.len());
+    while end > 0 && !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{ellipsis}", &s[..end])
+}
+
+/// A JSON merge patch of the status subresource turning `current` into `desired`, or
+/// `None` when they are equal (the operator never writes a status that did not change).
+/// Fields absent from `desired` are removed.
+pub fn patch_between(
+    current: &ECRTokenRefreshStatus,
+    desired: &ECRTokenRefreshStatus,
+) -> Option<Value> {
+    if current == desired {
+        return None;
+    }
+    let cur = serde_json::to_value(current).unwrap_or_default();
+    let mut new = serde_json::to_value(desired).unwrap_or_default();
+    if let (Some(cur), Some(new)) = (cur.as_object(), new.as_object_mut()) {
+        for key in cur.keys() {
+            new.entry(key.clone()).or_insert(Value::Null);
+        }
+    }
+    Some(json!({ "status": new }))
 }
 
 /// Builds the `Ready` condition, keeping `lastTransitionTime` from `previous` when the
@@ -64,7 +116,8 @@ pub fn ready(status: &ECRTokenRefreshStatus) -> Option<&Condition> {
     status.conditions.iter().find(|c| c.type_ == READY)
 }
 
-fn with_condition(previous: &[Condition], cond: Condition) -> Vec<Condition> {
+/// `previous` with the `Ready` condition replaced by `cond` (other types kept).
+pub fn with_condition(previous: &[Condition], cond: Condition) -> Vec<Condition> {
     let mut out: Vec<Condition> = previous
         .iter()
         .filter(|c| c.type_ != READY)
@@ -72,65 +125,6 @@ fn with_condition(previous: &[Condition], cond: Condition) -> Vec<Condition> {
         .collect();
     out.push(cond);
     out
-}
-
-/// A JSON merge patch for the status subresource after a successful refresh. Clears
-/// `error`.
-pub fn success_patch(
-    previous: &ECRTokenRefreshStatus,
-    message: &str,
-    generation: Option<i64>,
-    now: Timestamp,
-    expires_at: Timestamp,
-    next_refresh: Timestamp,
-    secrets: Vec<SecretReference>,
-) -> Value {
-    let cond = ready_condition(
-        &previous.conditions,
-        true,
-        reason::TOKEN_REFRESHED,
-        message,
-        generation,
-        now,
-    );
-    json!({ "status": {
-        "phase": Phase::Ready,
-        "lastUpdatedTime": Time(now),
-        "error": null,
-        "expiresAt": Time(expires_at),
-        "nextRefreshTime": Time(next_refresh),
-        "secrets": secrets,
-        "observedGeneration": generation,
-        "conditions": with_condition(&previous.conditions, cond),
-    }})
-}
-
-/// A JSON merge patch for the status subresource after a failure: `Ready=False` with
-/// `reason`, `phase: Failed`, `error: message`. Leaves `lastUpdatedTime`, `expiresAt` and
-/// `secrets` as they were: they still describe the Secret that is in place.
-pub fn failure_patch(
-    previous: &ECRTokenRefreshStatus,
-    reason: &str,
-    message: &str,
-    generation: Option<i64>,
-    now: Timestamp,
-    next_attempt: Option<Timestamp>,
-) -> Value {
-    let cond = ready_condition(
-        &previous.conditions,
-        false,
-        reason,
-        message,
-        generation,
-        now,
-    );
-    json!({ "status": {
-        "phase": Phase::Failed,
-        "error": message,
-        "nextRefreshTime": next_attempt.map(Time),
-        "observedGeneration": generation,
-        "conditions": with_condition(&previous.conditions, cond),
-    }})
 }
 
 #[cfg(test)]
@@ -158,37 +152,26 @@ mod tests {
     }
 
     #[test]
-    fn failure_keeps_what_describes_the_secret_in_place() {
-        let p = failure_patch(
-            &Default::default(),
-            "ECRUnreachable",
-            "down",
-            Some(3),
-            t("2026-01-01T00:00:00Z"),
-            None,
-        );
-        let st = &p["status"];
-        assert_eq!(st["phase"], "Failed");
-        assert_eq!(st["error"], "down");
-        assert!(st.get("expiresAt").is_none() && st.get("lastUpdatedTime").is_none());
-        assert_eq!(st["conditions"][0]["reason"], "ECRUnreachable");
-        assert_eq!(st["conditions"][0]["status"], "False");
-        assert_eq!(st["observedGeneration"], 3);
+    fn truncation_keeps_characters_whole() {
+        assert_eq!(truncate("short", 10), "short");
+        let cut = truncate(&"é".repeat(100), 11);
+        assert!(cut.len() <= 11 && cut.ends_with('…'), "{cut}");
     }
 
     #[test]
-    fn success_clears_the_error() {
-        let p = success_patch(
-            &Default::default(),
-            "ok",
-            Some(1),
-            t("2026-01-01T00:00:00Z"),
-            t("2026-01-01T12:00:00Z"),
-            t("2026-01-01T08:00:00Z"),
-            vec![],
-        );
-        assert!(p["status"]["error"].is_null());
+    fn only_changed_status_is_patched_and_removed_fields_are_nulled() {
+        let a = ECRTokenRefreshStatus {
+            phase: Some(Phase::Ready),
+            error: Some("x".into()),
+            ..Default::default()
+        };
+        assert!(patch_between(&a, &a).is_none());
+        let b = ECRTokenRefreshStatus {
+            phase: Some(Phase::Ready),
+            ..Default::default()
+        };
+        let p = patch_between(&a, &b).unwrap();
+        assert!(p["status"]["error"].is_null() && p["status"].get("error").is_some());
         assert_eq!(p["status"]["phase"], "Ready");
-        assert_eq!(p["status"]["expiresAt"], "2026-01-01T12:00:00Z");
     }
 }

@@ -1,15 +1,13 @@
-//! Where a resource's Secrets go: fan-out candidates and authority, stale copies, and the
-//! ServiceAccounts to update. Pure functions over cached objects.
+//! Where a resource's Secrets may go: fan-out candidates and authority. Pure functions
+//! over cached objects.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
-use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::ResourceExt;
 use kube::core::PartialObjectMeta;
 
-use crate::api::ECRTokenRefresh;
 use crate::policy::{AllowedNamespaces, NamespaceInfo};
-use crate::secret::{self, Ownership, SecretTarget};
 
 /// The namespaces a resource may choose from, and may write into.
 ///
@@ -52,61 +50,11 @@ pub fn candidates(
     }
 }
 
-/// Secrets of `owner` (by the owner labels) in `cached` that are not among `targets`.
-pub fn stale<'a>(
-    cached: impl IntoIterator<Item = &'a Secret>,
-    owner: &ECRTokenRefresh,
-    targets: &[SecretTarget],
-) -> Vec<SecretTarget> {
-    let wanted: BTreeSet<&SecretTarget> = targets.iter().collect();
-    let mut out: Vec<SecretTarget> = cached
-        .into_iter()
-        .filter(|s| secret::ownership(Some(s), owner) == Ownership::Ours)
-        .map(|s| SecretTarget {
-            namespace: s.namespace().unwrap_or_default(),
-            name: s.name_any(),
-        })
-        .filter(|t| !wanted.contains(t))
-        .collect();
-    out.sort();
-    out
-}
-
-/// For each served target, the named ServiceAccounts that exist but do not list the
-/// Secret in `imagePullSecrets` yet: `(namespace, service account, secret name)`.
-/// ServiceAccounts that do not exist yet are skipped: their creation triggers a reconcile.
-pub fn missing_pull_secrets(
-    served: &[&SecretTarget],
-    service_accounts: &[String],
-    existing: &BTreeMap<(String, String), ServiceAccount>,
-) -> Vec<(String, String, String)> {
-    let mut out = Vec::new();
-    for target in served {
-        for sa_name in service_accounts {
-            let Some(sa) = existing.get(&(target.namespace.clone(), sa_name.clone())) else {
-                continue;
-            };
-            let listed = sa
-                .image_pull_secrets
-                .as_ref()
-                .is_some_and(|l| l.iter().any(|r| r.name == target.name));
-            if !listed {
-                out.push((
-                    target.namespace.clone(),
-                    sa_name.clone(),
-                    target.name.clone(),
-                ));
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::LocalObjectReference;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+    use std::collections::BTreeMap;
     use std::sync::Arc;
 
     fn ns(name: &str, terminating: bool) -> Arc<PartialObjectMeta<Namespace>> {
@@ -140,44 +88,5 @@ mod tests {
         // A namespace-scoped operator has no namespace cache: its own namespace only.
         let (c, _) = candidates("apps", None, &sources);
         assert_eq!(c.len(), 1);
-    }
-
-    #[test]
-    fn pull_secret_entries_are_added_only_where_missing_and_the_account_exists() {
-        let sa = |names: &[&str]| ServiceAccount {
-            image_pull_secrets: Some(
-                names
-                    .iter()
-                    .map(|n| LocalObjectReference {
-                        name: n.to_string(),
-                    })
-                    .collect(),
-            ),
-            ..Default::default()
-        };
-        let existing = BTreeMap::from([
-            (("a".to_string(), "default".to_string()), sa(&["other"])),
-            (
-                ("b".to_string(), "default".to_string()),
-                sa(&["other", "creds"]),
-            ),
-        ]);
-        let ta = SecretTarget {
-            namespace: "a".into(),
-            name: "creds".into(),
-        };
-        let tb = SecretTarget {
-            namespace: "b".into(),
-            name: "creds".into(),
-        };
-        let tc = SecretTarget {
-            namespace: "c".into(),
-            name: "creds".into(),
-        };
-        let missing = missing_pull_secrets(&[&ta, &tb, &tc], &["default".to_string()], &existing);
-        assert_eq!(
-            missing,
-            vec![("a".to_string(), "default".to_string(), "creds".to_string())]
-        );
     }
 }

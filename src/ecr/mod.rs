@@ -6,6 +6,7 @@
 //! override (`AWS_ENDPOINT_URL_ECR` / `AWS_ENDPOINT_URL`).
 
 mod aws;
+mod cache;
 mod error;
 mod token;
 
@@ -14,6 +15,7 @@ use jiff::Timestamp;
 use secrecy::SecretString;
 
 pub use aws::AwsTokenSource;
+pub use cache::{HeldToken, Obtained, TokenCache, TokenKey};
 pub use error::{EcrError, FailureKind};
 pub use token::decode_authorization_token;
 
@@ -24,6 +26,9 @@ pub struct TokenRequest {
     pub region: String,
     /// The registry ID, which is the 12-digit AWS account ID of the registry.
     pub registry_id: String,
+    /// Ask the FIPS endpoint (`ecr-fips.<region>.amazonaws.com`); set for `dkr.ecr-fips.`
+    /// registry hosts.
+    pub fips: bool,
 }
 
 /// A decoded ECR authorization token.

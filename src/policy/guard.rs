@@ -108,13 +108,18 @@ impl Default for RetryClamp {
 }
 
 impl RetryClamp {
-    /// Clamps `delay` to `[min, max]` and to `token_expires_in - expiry_margin`
-    /// (never below `min`: when the token is about to expire or has expired,
-    /// retry after `min`).
+    /// Clamps `delay` to `[min, max]` and so that a retry comes before the current token
+    /// expires: at most `token_expires_in - expiry_margin` while more than the margin is
+    /// left, and at most half of what is left once inside it (so retries close in on the
+    /// expiry geometrically instead of spinning every `min`). Never below `min`.
     pub fn clamp(&self, delay: Duration, token_expires_in: Option<Duration>) -> Duration {
         let mut d = delay.min(self.max);
         if let Some(left) = token_expires_in {
-            d = d.min(left.saturating_sub(self.expiry_margin));
+            d = if left > self.expiry_margin {
+                d.min(left - self.expiry_margin)
+            } else {
+                d.min(left / 2)
+            };
         }
         d.max(self.min)
     }
@@ -217,8 +222,14 @@ mod tests {
         assert_eq!(c.clamp(s(100_000), None), s(3600));
         // Token expires in 20 min: retry at most 15 min from now.
         assert_eq!(c.clamp(s(3600), Some(s(1200))), s(900));
-        // Token about to expire or expired: retry soon.
-        assert_eq!(c.clamp(s(3600), Some(s(60))), Duration::from_millis(500));
+        // Token inside the margin: at most half of what is left (no spinning at `min`).
+        assert_eq!(c.clamp(s(3600), Some(s(240))), s(120));
+        assert_eq!(c.clamp(s(10), Some(s(240))), s(10));
+        assert_eq!(c.clamp(s(3600), Some(s(60))), s(30));
+        assert_eq!(
+            c.clamp(s(3600), Some(Duration::from_millis(600))),
+            Duration::from_millis(500)
+        );
         assert_eq!(
             c.clamp(s(3600), Some(Duration::ZERO)),
             Duration::from_millis(500)

@@ -183,6 +183,18 @@ pub fn fast_settings() -> Settings {
     }
 }
 
+/// [`fast_settings`] for short-lived tokens: refreshes may come 1 s apart, so a token that
+/// lives 4 s is due 2 s after it was fetched (mid-life).
+pub fn expiring_settings() -> Settings {
+    Settings {
+        schedule: ScheduleSettings {
+            min_refresh_interval: Duration::from_secs(1),
+            ..ScheduleSettings::default()
+        },
+        ..fast_settings()
+    }
+}
+
 /// Built-in policies with retries bounded by 200 ms, doubling up to 2 s.
 pub fn fast_policies() -> Arc<Policies> {
     Arc::new(Policies::builtin().with_builtin_retry(BuiltinRetry {

@@ -32,6 +32,13 @@ impl Default for ScriptedTokens {
 }
 
 impl ScriptedTokens {
+    /// Tokens that expire `secs` seconds after they are handed out.
+    pub fn with_lifetime(secs: i64) -> Self {
+        Self {
+            lifetime: Mutex::new(SignedDuration::from_secs(secs)),
+            ..Self::default()
+        }
+    }
     pub fn calls(&self) -> u32 {
         self.calls.load(Ordering::SeqCst)
     }

@@ -1,0 +1,430 @@
+//! Do: carry out a plan against the API server and report how each item went.
+//!
+//! Every write checks the [`Fence`](super::fence::Fence) first and runs in a `k8s.write`
+//! span. Secret writes ask for metadata-only answers
+//! (`Accept: application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1`), so an answer
+//! never carries Secret data back, and their bodies are decoded here, never logged.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use futures::{FutureExt, StreamExt};
+use http::HeaderValue;
+use http::header::ACCEPT;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::core::{PartialObjectMeta, Request};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use super::memory::Written;
+use super::plan::{PullSecretsOp, SecretOp};
+use super::settle::OpResult;
+use super::{Context, Error, PULL_SECRETS_ANNOTATION};
+use crate::api::ECRTokenRefresh;
+use crate::secret::{self, FIELD_MANAGER, Owner, SecretTarget};
+
+/// The `Accept` header of a metadata-only answer.
+const METADATA_ONLY: &str = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1";
+
+/// Runs one Kubernetes write inside a `k8s.write` span (kind, namespace, name, verb,
+/// outcome: `success` or the HTTP status / error class), after checking the fence.
+pub(super) async fn k8s_write<T, F>(
+    ctx: &Context,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+    verb: &str,
+    write: F,
+) -> Result<Result<T, kube::Error>, Error>
+where
+    F: Future<Output = Result<T, kube::Error>>,
+{
+    use tracing::Instrument as _;
+    ctx.fence.check()?;
+    let span = tracing::info_span!(
+        "k8s.write",
+        kind,
+        namespace,
+        name,
+        verb,
+        outcome = tracing::field::Empty
+    );
+    let result = write.instrument(span.clone()).await;
+    let outcome = match &result {
+        Ok(_) => "success".to_string(),
+        Err(kube::Error::Api(status)) => status.code.to_string(),
+        Err(_) => "transport_error".to_string(),
+    };
+    span.record("outcome", outcome.as_str());
+    Ok(result)
+}
+
+/// The API's words for a failed call: HTTP status and message (never a body).
+pub(super) fn describe(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(s) => format!("{} ({} {})", s.message, s.code, s.reason),
+        kube::Error::SerdeError(_) => "the API server's answer could not be decoded".to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// Sends a Secret request asking for a metadata-only answer and decodes it here (so no
+/// client library logs an answer that might carry Secret data).
+async fn send_quietly(
+    ctx: &Context,
+    mut request: http::Request<Vec<u8>>,
+) -> Result<PartialObjectMeta<Secret>, kube::Error> {
+    request
+        .headers_mut()
+        .insert(ACCEPT, HeaderValue::from_static(METADATA_ONLY));
+    let text = ctx.client.request_text(request).await?;
+    serde_json::from_str(&text).map_err(kube::Error::SerdeError)
+}
+
+fn secrets_path(namespace: &str) -> String {
+    Secret::url_path(&(), Some(namespace))
+}
+
+/// Writes and deletes Secrets for one resource.
+pub(super) struct SecretWriter<'a> {
+    pub ctx: &'a Context,
+    pub owner: &'a Owner,
+}
+
+impl SecretWriter<'_> {
+    /// Carries out `ops` (at most `controller.write_concurrency` at once, pipelined) and
+    /// returns one result per op, in order; `render` gives the Secret to write at a target.
+    ///
+    /// # Errors
+    /// [`Error::Fenced`] once the fence closes (the remaining ops are not sent).
+    pub async fn run(
+        &self,
+        ops: &[SecretOp],
+        render: &(dyn Fn(&SecretTarget) -> Secret + Sync),
+    ) -> Result<Vec<OpResult>, Error> {
+        let concurrency = self.ctx.settings.write_concurrency.max(1);
+        let writes: Vec<_> = ops
+            .iter()
+            .enumerate()
+            .map(|(i, op)| self.one(op, render).map(move |r| (i, r)))
+            .collect();
+        let mut results: Vec<(usize, Result<OpResult, Error>)> = futures::stream::iter(writes)
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        results.sort_by_key(|(i, _)| *i);
+        results.into_iter().map(|(_, r)| r).collect()
+    }
+
+    async fn one(
+        &self,
+        op: &SecretOp,
+        render: &(dyn Fn(&SecretTarget) -> Secret + Sync),
+    ) -> Result<OpResult, Error> {
+        let t = op.target();
+        let path = secrets_path(&t.namespace);
+        let request = Request::new(path);
+        let (verb, built, previous) = match op {
+            SecretOp::Create(_) => {
+                let body = serde_json::to_vec(&render(t)).map_err(Error::Encode)?;
+                let pp = PostParams {
+                    field_manager: Some(FIELD_MANAGER.to_string()),
+                    ..Default::default()
+                };
+                ("create", request.create(&pp, body), None)
+            }
+            SecretOp::Update {
+                uid,
+                resource_version,
+                ..
+            } => {
+                let patch = secret::update_patch(&render(t), uid, resource_version);
+                let pp = PatchParams {
+                    field_manager: Some(FIELD_MANAGER.to_string()),
+                    ..Default::default()
+                };
+                (
+                    "patch",
+                    request.patch(&t.name, &pp, &Patch::Merge(&patch)),
+                    Some(resource_version.clone()),
+                )
+            }
+            SecretOp::Delete {
+                uid,
+                resource_version,
+                ..
+            } => {
+                let dp = DeleteParams {
+                    preconditions: Some(Preconditions {
+                        uid: Some(uid.clone()),
+                        resource_version: Some(resource_version.clone()),
+                    }),
+                    ..Default::default()
+                };
+                ("delete", request.delete(&t.name, &dp), None)
+            }
+        };
+        let built = built.map_err(|e| Error::Request(e.to_string()))?;
+        let result = k8s_write(
+            self.ctx,
+            "Secret",
+            &t.namespace,
+            &t.name,
+            verb,
+            send_quietly(self.ctx, built),
+        )
+        .await?;
+        Ok(self.settle_one(op, result, previous))
+    }
+
+    fn settle_one(
+        &self,
+        op: &SecretOp,
+        result: Result<PartialObjectMeta<Secret>, kube::Error>,
+        previous: Option<String>,
+    ) -> OpResult {
+        let t = op.target();
+        let memory = &self.ctx.memory;
+        match (op, result) {
+            (SecretOp::Delete { .. }, Ok(_)) => {
+                memory.forget_secret(t);
+                tracing::info!(secret = %t, "removed a Secret no longer targeted");
+                done()
+            }
+            (SecretOp::Delete { .. }, Err(kube::Error::Api(s))) if s.code == 404 => {
+                memory.forget_secret(t);
+                done()
+            }
+            // A delete answer that could not be decoded still means the delete happened.
+            (SecretOp::Delete { .. }, Err(kube::Error::SerdeError(_))) => {
+                memory.forget_secret(t);
+                done()
+            }
+            (_, Ok(written)) => {
+                let meta = &written.metadata;
+                let annotations = meta.annotations.as_ref();
+                let record = Written {
+                    owner_uid: self.owner.uid.clone(),
+                    uid: meta.uid.clone().unwrap_or_default(),
+                    resource_version: meta.resource_version.clone().unwrap_or_default(),
+                    previous_version: previous,
+                    data_hash: annotations
+                        .and_then(|a| a.get(secret::DATA_HASH_ANNOTATION))
+                        .cloned(),
+                    expires_at: annotations
+                        .and_then(|a| a.get(secret::EXPIRES_AT_ANNOTATION))
+                        .and_then(|v| v.parse().ok()),
+                    written_at: Some(std::time::Instant::now()),
+                    deleted: false,
+                };
+                let result = OpResult::Done {
+                    uid: record.uid.clone(),
+                    resource_version: record.resource_version.clone(),
+                };
+                memory.record(t.clone(), record);
+                result
+            }
+            (SecretOp::Create(_), Err(kube::Error::Api(s))) if s.code == 409 => OpResult::Exists,
+            (_, Err(kube::Error::Api(s)))
+                if s.code == 409
+                    || s.code == 404
+                    || (s.code == 422 && s.message.contains("metadata.uid")) =>
+            {
+                OpResult::Changed
+            }
+            (_, Err(kube::Error::SerdeError(_))) => {
+                // Written, but the answer is unreadable: the next watch event tells the rest.
+                memory.forget_secret(t);
+                done()
+            }
+            (_, Err(error)) => {
+                tracing::warn!(secret = %t, error = %describe(&error), "Secret write failed");
+                OpResult::Failed(describe(&error))
+            }
+        }
+    }
+
+    /// The resource's own Secret with its data (one GET, only to seed the held token after
+    /// a restart), decoded here so that no answer is ever logged.
+    pub async fn get_with_data(&self, target: &SecretTarget) -> Result<Option<Secret>, Error> {
+        let request = Request::new(secrets_path(&target.namespace))
+            .get(&target.name, &Default::default())
+            .map_err(|e| Error::Request(e.to_string()))?;
+        match self.ctx.client.request_text(request).await {
+            Ok(text) => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| Error::Decode(format!("Secret {target}: {e}"))),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
+            Err(source) => Err(Error::ReadSecret {
+                target: target.to_string(),
+                source,
+            }),
+        }
+    }
+}
+
+fn done() -> OpResult {
+    OpResult::Done {
+        uid: String::new(),
+        resource_version: String::new(),
+    }
+}
+
+/// Applies ServiceAccount changes: a merge patch of the whole (atomic) `imagePullSecrets`
+/// list and the annotation recording what the operator added, preconditioned on the
+/// resourceVersion the change was computed from (a 409 means someone changed the
+/// ServiceAccount meanwhile: computed again next time). Returns the failures.
+///
+/// # Errors
+/// [`Error::Fenced`] once the fence closes.
+pub(super) async fn pull_secrets(
+    ctx: &Context,
+    ops: &[PullSecretsOp],
+) -> Result<Vec<String>, Error> {
+    let mut failures = Vec::new();
+    for op in ops {
+        let api: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), &op.namespace);
+        let annotation = if op.added.is_empty() {
+            serde_json::Value::Null
+        } else {
+            json!(serde_json::to_string(&op.added).unwrap_or_default())
+        };
+        let list: Vec<serde_json::Value> =
+            op.pull_secrets.iter().map(|n| json!({"name": n})).collect();
+        let patch = json!({
+            "metadata": {
+                "resourceVersion": op.resource_version,
+                "annotations": {PULL_SECRETS_ANNOTATION: annotation},
+            },
+            "imagePullSecrets": list,
+        });
+        let pp = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_string()),
+            ..Default::default()
+        };
+        let result = k8s_write(
+            ctx,
+            "ServiceAccount",
+            &op.namespace,
+            &op.service_account,
+            "patch",
+            api.patch(&op.service_account, &pp, &Patch::Merge(&patch)),
+        )
+        .await?;
+        match result {
+            Ok(_) => {
+                tracing::info!(namespace = %op.namespace, service_account = %op.service_account, "imagePullSecrets updated")
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(error) => {
+                tracing::warn!(namespace = %op.namespace, service_account = %op.service_account, error = %describe(&error), "cannot update imagePullSecrets");
+                failures.push(format!(
+                    "ServiceAccount {}/{}: {}",
+                    op.namespace,
+                    op.service_account,
+                    describe(&error)
+                ));
+            }
+        }
+    }
+    Ok(failures)
+}
+
+/// The record, on a ServiceAccount, of the `imagePullSecrets` entries the operator added:
+/// Secret name → uid of the resource it was added for. An unreadable record reads as empty.
+pub(super) fn added_pull_secrets(sa: &ServiceAccount) -> BTreeMap<String, String> {
+    sa.annotations()
+        .get(PULL_SECRETS_ANNOTATION)
+        .and_then(|v| serde_json::from_str(v).ok())
+        .unwrap_or_default()
+}
+
+/// Writes the status subresource (merge patch).
+///
+/// # Errors
+/// [`Error::WriteStatus`] when the API refuses, [`Error::Fenced`] once the fence closes.
+pub(super) async fn patch_status(
+    ctx: &Context,
+    cr: &ECRTokenRefresh,
+    patch: serde_json::Value,
+) -> Result<(), Error> {
+    let namespace = cr.namespace().unwrap_or_default();
+    let api: Api<ECRTokenRefresh> = Api::namespaced(ctx.client.clone(), &namespace);
+    let name = cr.name_any();
+    k8s_write(
+        ctx,
+        "ECRTokenRefresh/status",
+        &namespace,
+        &name,
+        "patch",
+        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)),
+    )
+    .await?
+    .map(|_| ())
+    .map_err(|source| Error::WriteStatus {
+        target: format!("{namespace}/{name}"),
+        source,
+    })
+}
+
+/// Sets `metadata.finalizers` of `cr` (merge patch with its resourceVersion as the
+/// precondition, so a finalizer another controller added meanwhile is never dropped: 409
+/// instead, and the controller retries).
+///
+/// # Errors
+/// [`Error::WriteMetadata`], [`Error::Fenced`].
+pub(super) async fn set_finalizers(
+    ctx: &Context,
+    cr: &ECRTokenRefresh,
+    finalizers: Vec<String>,
+) -> Result<(), Error> {
+    let namespace = cr.namespace().unwrap_or_default();
+    let api: Api<ECRTokenRefresh> = Api::namespaced(ctx.client.clone(), &namespace);
+    let name = cr.name_any();
+    let patch =
+        json!({"metadata": {"finalizers": finalizers, "resourceVersion": cr.resource_version()}});
+    k8s_write(
+        ctx,
+        "ECRTokenRefresh",
+        &namespace,
+        &name,
+        "patch",
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)),
+    )
+    .await?
+    .map(|_| ())
+    .map_err(|source| Error::WriteMetadata {
+        target: format!("{namespace}/{name}"),
+        source,
+    })
+}
+
+/// Publishes an Event on `cr` (failures are logged: an Event is never worth failing for).
+pub(super) async fn event(
+    ctx: &Context,
+    cr: &ECRTokenRefresh,
+    warning: bool,
+    reason: &str,
+    note: &str,
+    action: &str,
+) {
+    if ctx.fence.is_closed() {
+        return;
+    }
+    let regarding = cr.object_ref(&());
+    let namespace = cr.namespace().unwrap_or_default();
+    let published = k8s_write(
+        ctx,
+        "Event",
+        &namespace,
+        &cr.name_any(),
+        "create",
+        ctx.events
+            .publish(&regarding, warning, reason, note, action),
+    )
+    .await;
+    if let Ok(Err(error)) = published {
+        tracing::warn!(error = %describe(&error), reason, "cannot publish event");
+    }
+}

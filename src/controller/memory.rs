@@ -1,0 +1,327 @@
+//! What the controller remembers between reconciles, in memory only: per resource, its
+//! consecutive failures and the token its Secrets hold; per Secret it wrote, what it wrote.
+//!
+//! Both maps are bounded by what the operator owns: entries are added only for resources it
+//! reconciles and Secrets it wrote (or verified), and removed when those go away.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+
+use crate::ecr::HeldToken;
+use crate::secret::{SecretMeta, SecretTarget};
+
+/// How long after a write the operator's own record of it stands in for the watch cache
+/// (which sees the write a moment later). Past that, the cache is the truth: a record
+/// never hides a Secret that was deleted while the watch was down.
+pub const CACHE_LAG: Duration = Duration::from_secs(10);
+
+/// What the operator wrote (or last verified) at one target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// `metadata.uid` of the resource the Secret is for.
+    pub owner_uid: String,
+    /// `metadata.uid` of the Secret.
+    pub uid: String,
+    /// Its `metadata.resourceVersion` after the write.
+    pub resource_version: String,
+    /// Its resourceVersion before the write (what a lagging cache still shows).
+    pub previous_version: Option<String>,
+    /// The data-hash annotation written.
+    pub data_hash: Option<String>,
+    /// The expiry annotation written.
+    pub expires_at: Option<Timestamp>,
+    /// When it was written; `None` for a record of a Secret found intact.
+    pub written_at: Option<Instant>,
+    /// Whether the watch has since seen the Secret deleted.
+    pub deleted: bool,
+}
+
+impl Written {
+    fn fresh(&self) -> bool {
+        !self.deleted && self.written_at.is_some_and(|t| t.elapsed() < CACHE_LAG)
+    }
+
+    /// The metadata a write gave the Secret (while the cache has not seen it yet).
+    fn as_meta(&self) -> SecretMeta {
+        SecretMeta {
+            uid: self.uid.clone(),
+            resource_version: self.resource_version.clone(),
+            ours: true,
+            metadata_intact: true,
+            data_hash: self.data_hash.clone(),
+            expires_at: self.expires_at,
+            terminating: false,
+        }
+    }
+}
+
+/// How a cached Secret of ours compares with the record of what the operator wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recalled {
+    /// The metadata to decide on (the record's, when the cache lags behind a write).
+    pub meta: SecretMeta,
+    /// Whether someone else changed or replaced the Secret since the operator wrote or
+    /// verified it.
+    pub edited: bool,
+}
+
+#[derive(Debug, Default, Clone)]
+struct ResourceMemory {
+    failures: u32,
+    held: Option<Arc<HeldToken>>,
+}
+
+/// The controller's memory. Cheap to share behind an `Arc`.
+#[derive(Debug, Default)]
+pub struct Memory {
+    resources: Mutex<HashMap<String, ResourceMemory>>,
+    written: Mutex<HashMap<SecretTarget, Written>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Memory {
+    /// Consecutive failures of the resource with `uid`.
+    pub fn failures(&self, uid: &str) -> u32 {
+        lock(&self.resources).get(uid).map_or(0, |r| r.failures)
+    }
+
+    /// Sets the consecutive failures of the resource with `uid`.
+    pub fn set_failures(&self, uid: &str, failures: u32) {
+        lock(&self.resources)
+            .entry(uid.to_string())
+            .or_default()
+            .failures = failures;
+    }
+
+    /// One more failure; returns the new count (the attempt number of the next retry).
+    pub fn bump_failures(&self, uid: &str) -> u32 {
+        let mut map = lock(&self.resources);
+        let r = map.entry(uid.to_string()).or_default();
+        r.failures = r.failures.saturating_add(1);
+        r.failures
+    }
+
+    /// The token the Secrets of the resource with `uid` hold.
+    pub fn held(&self, uid: &str) -> Option<Arc<HeldToken>> {
+        lock(&self.resources).get(uid).and_then(|r| r.held.clone())
+    }
+
+    /// Remembers the token the Secrets of the resource with `uid` hold.
+    pub fn set_held(&self, uid: &str, token: Option<Arc<HeldToken>>) {
+        lock(&self.resources)
+            .entry(uid.to_string())
+            .or_default()
+            .held = token;
+    }
+
+    /// Forgets everything about the resource with `uid` and the Secrets written for it.
+    pub fn forget_resource(&self, uid: &str) {
+        lock(&self.resources).remove(uid);
+        lock(&self.written).retain(|_, w| w.owner_uid != uid);
+    }
+
+    /// Keeps only the resources for which `keep(uid)` holds (the others were deleted).
+    pub fn retain_resources(&self, keep: impl Fn(&str) -> bool) {
+        lock(&self.resources).retain(|uid, _| keep(uid));
+        lock(&self.written).retain(|_, w| keep(&w.owner_uid));
+    }
+
+    /// Records a write (or a verification, with `written_at: None`).
+    pub fn record(&self, target: SecretTarget, written: Written) {
+        lock(&self.written).insert(target, written);
+    }
+
+    /// Forgets the record of `target` (deleted by the operator, or seen deleted).
+    pub fn forget_secret(&self, target: &SecretTarget) {
+        lock(&self.written).remove(target);
+    }
+
+    /// Forgets the record of `target` if it is about the Secret with `uid`.
+    pub fn forget_secret_uid(&self, target: &SecretTarget, uid: &str) {
+        let mut written = lock(&self.written);
+        if written.get(target).is_some_and(|w| w.uid == uid) {
+            written.remove(target);
+        }
+    }
+
+    /// Notes that the watch saw the Secret with `uid` at `target` deleted: the record no
+    /// longer stands in for it (it still says the operator wrote it, so its owner is told).
+    pub fn mark_deleted(&self, target: &SecretTarget, uid: &str) {
+        if let Some(w) = lock(&self.written).get_mut(target)
+            && w.uid == uid
+        {
+            w.deleted = true;
+        }
+    }
+
+    /// Whether the operator wrote or verified `target` for the resource with `owner_uid`.
+    pub fn has_record(&self, target: &SecretTarget, owner_uid: &str) -> bool {
+        lock(&self.written)
+            .get(target)
+            .is_some_and(|w| w.owner_uid == owner_uid)
+    }
+
+    /// Whether a watch event for `target` at `resource_version` is the operator's own write
+    /// coming back (so it triggers nothing).
+    pub fn is_own_write(&self, target: &SecretTarget, resource_version: &str) -> bool {
+        lock(&self.written)
+            .get(target)
+            .is_some_and(|w| w.written_at.is_some() && w.resource_version == resource_version)
+    }
+
+    /// What a Secret the cache does not show is, per the record of a write made moments
+    /// ago (within [`CACHE_LAG`]).
+    pub fn just_written(&self, target: &SecretTarget, owner_uid: &str) -> Option<SecretMeta> {
+        lock(&self.written)
+            .get(target)
+            .filter(|w| w.fresh() && w.owner_uid == owner_uid)
+            .map(Written::as_meta)
+    }
+
+    /// Compares a cached Secret of ours (`cached`) with the record of `target`: a record
+    /// of a write the cache has not caught up with stands in for it; a Secret whose uid or
+    /// resourceVersion moved since it was written or verified was edited by someone else.
+    /// With no record yet, the Secret as cached is taken as the baseline.
+    pub fn recall(&self, target: &SecretTarget, owner_uid: &str, cached: &SecretMeta) -> Recalled {
+        let written = lock(&self.written);
+        let Some(w) = written.get(target).filter(|w| w.owner_uid == owner_uid) else {
+            return Recalled {
+                meta: cached.clone(),
+                edited: false,
+            };
+        };
+        if w.uid != cached.uid {
+            // Replaced since: a lagging cache (the old object) within the window, else someone
+            // deleted and recreated it.
+            if w.fresh() {
+                return Recalled {
+                    meta: w.as_meta(),
+                    edited: false,
+                };
+            }
+            return Recalled {
+                meta: cached.clone(),
+                edited: true,
+            };
+        }
+        if w.resource_version == cached.resource_version {
+            return Recalled {
+                meta: cached.clone(),
+                edited: false,
+            };
+        }
+        if w.fresh() && w.previous_version.as_deref() == Some(cached.resource_version.as_str()) {
+            return Recalled {
+                meta: w.as_meta(),
+                edited: false,
+            };
+        }
+        Recalled {
+            meta: cached.clone(),
+            edited: true,
+        }
+    }
+
+    /// How many resources and Secret records are held (tests, metrics).
+    pub fn sizes(&self) -> (usize, usize) {
+        (lock(&self.resources).len(), lock(&self.written).len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> SecretTarget {
+        SecretTarget {
+            namespace: "apps".into(),
+            name: "creds".into(),
+        }
+    }
+
+    fn meta(uid: &str, rv: &str, hash: &str) -> SecretMeta {
+        SecretMeta {
+            uid: uid.into(),
+            resource_version: rv.into(),
+            ours: true,
+            metadata_intact: true,
+            data_hash: Some(hash.into()),
+            expires_at: None,
+            terminating: false,
+        }
+    }
+
+    fn written(rv: &str, previous: Option<&str>, at: Option<Instant>) -> Written {
+        Written {
+            owner_uid: "owner".into(),
+            uid: "s1".into(),
+            resource_version: rv.into(),
+            previous_version: previous.map(str::to_string),
+            data_hash: Some("new".into()),
+            expires_at: None,
+            written_at: at,
+            deleted: false,
+        }
+    }
+
+    #[test]
+    fn edits_by_others_are_noticed_and_a_lagging_cache_is_bridged() {
+        let m = Memory::default();
+        // No record: the cached Secret is the baseline.
+        let r = m.recall(&target(), "owner", &meta("s1", "5", "old"));
+        assert!(!r.edited);
+
+        m.record(target(), written("7", Some("5"), Some(Instant::now())));
+        assert!(m.is_own_write(&target(), "7"));
+        assert!(!m.is_own_write(&target(), "8"));
+        // The cache still shows the version before the write: the record stands in.
+        let r = m.recall(&target(), "owner", &meta("s1", "5", "old"));
+        assert!(!r.edited);
+        assert_eq!(r.meta.data_hash.as_deref(), Some("new"));
+        // The cache caught up.
+        assert!(!m.recall(&target(), "owner", &meta("s1", "7", "new")).edited);
+        // Someone changed it after the write.
+        assert!(m.recall(&target(), "owner", &meta("s1", "9", "new")).edited);
+        // Someone replaced it (another uid), long after the write.
+        m.record(target(), written("7", Some("5"), None));
+        assert!(
+            m.recall(&target(), "owner", &meta("s2", "11", "new"))
+                .edited
+        );
+        // A record of another owner says nothing about this one.
+        assert!(!m.recall(&target(), "other", &meta("s2", "11", "x")).edited);
+    }
+
+    #[test]
+    fn a_record_stands_in_for_a_missing_cache_entry_only_briefly() {
+        let m = Memory::default();
+        m.record(target(), written("7", None, Some(Instant::now())));
+        assert!(m.just_written(&target(), "owner").is_some());
+        assert!(m.just_written(&target(), "other").is_none());
+        // Seen deleted by the watch: no longer stands in, but still names its owner.
+        m.mark_deleted(&target(), "s1");
+        assert!(m.just_written(&target(), "owner").is_none());
+        assert!(m.has_record(&target(), "owner"));
+        m.record(
+            target(),
+            written("7", None, Instant::now().checked_sub(CACHE_LAG * 2)),
+        );
+        assert!(m.just_written(&target(), "owner").is_none());
+    }
+
+    #[test]
+    fn forgetting_a_resource_forgets_its_records() {
+        let m = Memory::default();
+        m.bump_failures("owner");
+        m.record(target(), written("7", None, None));
+        assert_eq!(m.sizes(), (1, 1));
+        m.retain_resources(|uid| uid != "owner");
+        assert_eq!(m.sizes(), (0, 0));
+    }
+}

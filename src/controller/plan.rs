@@ -1,0 +1,424 @@
+//! Decide, then do: what one reconcile does, computed from plain data by pure functions.
+//!
+//! The reconcile gathers an [`Input`] (the resource, the policies' answers as targets, what
+//! the watch caches say about each target, the ServiceAccounts, the token this resource's
+//! Secrets hold), asks [`token_need`] whether a token is needed, obtains it (or fails),
+//! asks [`plan`] for the Secret writes and deletes, carries them out
+//! ([`super::apply`]), asks [`pull_secret_ops`] for the ServiceAccount changes, and
+//! finally [`settle`] turns the per-item results into the status, Events and the requeue.
+//! Nothing here talks to an API server.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use super::schedule::{self, ScheduleSettings};
+use crate::api::ECRTokenRefreshStatus;
+use crate::ecr::{EcrError, HeldToken};
+use crate::policy::RetryDecision;
+use crate::secret::{self, Owner, SecretMeta, SecretTarget};
+
+/// The resource, as the plan sees it.
+#[derive(Debug, Clone)]
+pub struct Resource {
+    /// Who owns the Secrets.
+    pub owner: Owner,
+    /// `metadata.generation`.
+    pub generation: Option<i64>,
+    /// The registry host, the key under `auths`.
+    pub registry: String,
+    /// `spec.frequency`.
+    pub frequency: Duration,
+    /// The current status (what the operator last wrote).
+    pub status: ECRTokenRefreshStatus,
+    /// `spec.serviceAccounts`.
+    pub service_accounts: Vec<String>,
+}
+
+/// What is at a target now.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Found {
+    /// Nothing known there (no Secret of ours in the cache): create it.
+    Absent,
+    /// A Secret of ours.
+    Ours {
+        /// Its metadata.
+        meta: SecretMeta,
+        /// Whether it changed since the operator last wrote or verified it (someone else
+        /// wrote it: its resourceVersion moved).
+        edited: bool,
+    },
+    /// Someone else's Secret (another resource's, or unmanaged): never touched.
+    Foreign,
+}
+
+/// One target Secret and what is there.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    /// Where.
+    pub target: SecretTarget,
+    /// What is there.
+    pub found: Found,
+}
+
+/// A Secret of ours that is no longer targeted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stale {
+    /// Where.
+    pub target: SecretTarget,
+    /// Its metadata (uid and resourceVersion are the delete's preconditions).
+    pub meta: SecretMeta,
+}
+
+/// A ServiceAccount the plan may change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceAccountView {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// `metadata.resourceVersion` (the patch's precondition).
+    pub resource_version: String,
+    /// The names in `imagePullSecrets`, in order.
+    pub pull_secrets: Vec<String>,
+    /// The entries the operator added (annotation
+    /// [`super::PULL_SECRETS_ANNOTATION`]): Secret name → uid of the owning resource.
+    pub added: BTreeMap<String, String>,
+}
+
+/// Everything [`plan`] decides on.
+#[derive(Debug, Clone)]
+pub struct Input {
+    /// Now (whole seconds).
+    pub now: Timestamp,
+    /// The resource.
+    pub resource: Resource,
+    /// Where its Secrets should be, and what is there.
+    pub targets: Vec<Target>,
+    /// Its Secrets no longer targeted.
+    pub stale: Vec<Stale>,
+    /// The ServiceAccounts in the target namespaces named by the spec, and those holding
+    /// entries this resource added.
+    pub service_accounts: Vec<ServiceAccountView>,
+    /// The token the resource's Secrets hold (remembered from the last write, or seeded
+    /// from its own Secret after a restart).
+    pub held: Option<Arc<HeldToken>>,
+    /// Refresh timing.
+    pub schedule: ScheduleSettings,
+}
+
+impl Input {
+    /// When the Secrets are due for a new token, per status (which only the operator
+    /// writes); `None` when status does not say what they hold.
+    pub fn scheduled_refresh(&self) -> Option<Timestamp> {
+        let s = &self.resource.status;
+        let (last, expires) = (s.last_updated_time.as_ref()?, s.expires_at.as_ref()?);
+        Some(schedule::next_refresh(
+            last.0,
+            self.resource.frequency,
+            expires.0,
+            &self.schedule,
+        ))
+    }
+
+    /// Whether `token` is fresh enough for this resource now: its own refresh time (the
+    /// earlier of `fetched_at + frequency` and expiry minus the margin) is still ahead.
+    pub fn accepts(&self, token: &HeldToken) -> bool {
+        schedule::next_refresh(
+            token.fetched_at,
+            self.resource.frequency,
+            token.token.expires_at,
+            &self.schedule,
+        ) > self.now
+    }
+
+    fn generation_seen(&self) -> bool {
+        self.resource.status.observed_generation == self.resource.generation
+    }
+}
+
+/// Whether and why a token is needed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenNeed {
+    /// Nothing to write and nothing due.
+    None,
+    /// Not due, but a Secret must be written: the held token serves (or, after a restart,
+    /// one seeded from the resource's own Secret), else a new one.
+    Repair,
+    /// Due (or status does not say what the Secrets hold): a token fresh enough for this
+    /// resource, from the shared cache or ECR.
+    Refresh,
+}
+
+/// Whether a token is needed: due by status, or some target missing, edited or not as
+/// last written, or the spec changed since status was written.
+pub fn token_need(input: &Input) -> TokenNeed {
+    let due = input.scheduled_refresh().is_none_or(|t| input.now >= t);
+    if due {
+        return TokenNeed::Refresh;
+    }
+    let expected_expiry = input.resource.status.expires_at.as_ref().map(|t| t.0);
+    let broken = input.targets.iter().any(|t| match &t.found {
+        Found::Absent => true,
+        Found::Ours { meta, edited } => {
+            *edited
+                || !meta.metadata_intact
+                || meta.data_hash.is_none()
+                || meta.expires_at != expected_expiry
+        }
+        Found::Foreign => false,
+    });
+    if broken || !input.generation_seen() {
+        TokenNeed::Repair
+    } else {
+        TokenNeed::None
+    }
+}
+
+/// How getting a token went.
+#[derive(Debug, Clone)]
+pub enum TokenState {
+    /// No token was needed.
+    NotNeeded,
+    /// The token to write.
+    Ready(Arc<HeldToken>),
+    /// None could be had.
+    Failed {
+        /// Why.
+        error: EcrError,
+        /// What the retry policy decided.
+        decision: RetryDecision,
+        /// The held token when it has not expired yet: missing Secrets are still written
+        /// with it, so an ECR outage never leaves a namespace without credentials.
+        fallback: Option<Arc<HeldToken>>,
+    },
+}
+
+impl TokenState {
+    /// The token writes use, if any.
+    pub fn writable(&self) -> Option<&Arc<HeldToken>> {
+        match self {
+            TokenState::Ready(t) => Some(t),
+            TokenState::Failed { fallback, .. } => fallback.as_ref(),
+            TokenState::NotNeeded => None,
+        }
+    }
+}
+
+/// One Secret write or delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretOp {
+    /// Create the Secret (a 409 means someone else's appeared: a conflict).
+    Create(SecretTarget),
+    /// Rewrite our Secret, preconditioned on its uid and resourceVersion.
+    Update {
+        /// Where.
+        target: SecretTarget,
+        /// Precondition.
+        uid: String,
+        /// Precondition.
+        resource_version: String,
+    },
+    /// Delete our Secret, preconditioned on its uid and resourceVersion.
+    Delete {
+        /// Where.
+        target: SecretTarget,
+        /// Precondition.
+        uid: String,
+        /// Precondition.
+        resource_version: String,
+    },
+}
+
+impl SecretOp {
+    /// The Secret the operation is about.
+    pub fn target(&self) -> &SecretTarget {
+        match self {
+            SecretOp::Create(t) => t,
+            SecretOp::Update { target, .. } | SecretOp::Delete { target, .. } => target,
+        }
+    }
+}
+
+/// Why a target is not written this time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    /// Someone else's Secret is there.
+    Conflict,
+    /// Our Secret is being deleted (someone else's finalizer holds it).
+    Terminating,
+    /// It needs a write and no token could be had.
+    NoToken,
+}
+
+/// What to write and delete.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Writes (creates, updates) in target order, then deletes of stale Secrets.
+    pub ops: Vec<SecretOp>,
+    /// Targets left as they are, with why.
+    pub held: Vec<(SecretTarget, Held)>,
+}
+
+/// The Secret writes and deletes for `input`, given how getting the token went.
+pub fn plan(input: &Input, token: &TokenState) -> Plan {
+    let writable = token.writable();
+    let expected = writable.map(|t| {
+        (
+            secret::sha256_hex(&secret::docker_config_json(
+                &input.resource.registry,
+                &t.token,
+            )),
+            t.token.expires_at,
+        )
+    });
+    let status_expiry = input.resource.status.expires_at.as_ref().map(|t| t.0);
+    let refresh = matches!(token, TokenState::Ready(_));
+    let mut ops = Vec::new();
+    let mut held = Vec::new();
+    for t in &input.targets {
+        match &t.found {
+            Found::Foreign => held.push((t.target.clone(), Held::Conflict)),
+            Found::Ours { meta, .. } if meta.terminating => {
+                held.push((t.target.clone(), Held::Terminating))
+            }
+            Found::Absent => match writable {
+                Some(_) => ops.push(SecretOp::Create(t.target.clone())),
+                None => held.push((t.target.clone(), Held::NoToken)),
+            },
+            Found::Ours { meta, edited } => {
+                let sound = !*edited && meta.metadata_intact;
+                let current = match &expected {
+                    // With a token in hand: does the Secret hold exactly it?
+                    Some((hash, expiry)) => {
+                        sound
+                            && meta.data_hash.as_ref() == Some(hash)
+                            && meta.expires_at == Some(*expiry)
+                    }
+                    // Without: does it hold what status says?
+                    None => sound && meta.data_hash.is_some() && meta.expires_at == status_expiry,
+                };
+                // During an outage (fallback token) only broken Secrets are rewritten.
+                let rewrite = if refresh {
+                    !current
+                } else {
+                    !sound
+                        || meta.data_hash.is_none()
+                        || (expected.is_none() && meta.expires_at != status_expiry)
+                };
+                if !rewrite {
+                    continue;
+                }
+                match writable {
+                    Some(_) => ops.push(SecretOp::Update {
+                        target: t.target.clone(),
+                        uid: meta.uid.clone(),
+                        resource_version: meta.resource_version.clone(),
+                    }),
+                    None => held.push((t.target.clone(), Held::NoToken)),
+                }
+            }
+        }
+    }
+    for s in &input.stale {
+        ops.push(SecretOp::Delete {
+            target: s.target.clone(),
+            uid: s.meta.uid.clone(),
+            resource_version: s.meta.resource_version.clone(),
+        });
+    }
+    Plan { ops, held }
+}
+
+/// Whether the resource needs the cleanup finalizer before anything is written: a Secret
+/// outside its namespace (no ownerReference can reach it), or ServiceAccount entries to
+/// remove when it is deleted.
+pub fn needs_finalizer(input: &Input) -> bool {
+    let own = &input.resource.owner.namespace;
+    input
+        .targets
+        .iter()
+        .map(|t| &t.target)
+        .chain(input.stale.iter().map(|s| &s.target))
+        .any(|t| &t.namespace != own)
+        || !input.resource.service_accounts.is_empty()
+        || input
+            .service_accounts
+            .iter()
+            .any(|sa| sa.added.values().any(|u| u == &input.resource.owner.uid))
+}
+
+/// One ServiceAccount change: its full new `imagePullSecrets` (the list is atomic: a patch
+/// replaces it, so it carries the resourceVersion it was computed from) and the new
+/// record of the entries the operator added.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullSecretsOp {
+    /// Namespace.
+    pub namespace: String,
+    /// ServiceAccount name.
+    pub service_account: String,
+    /// Precondition.
+    pub resource_version: String,
+    /// The new list.
+    pub pull_secrets: Vec<String>,
+    /// The new record (Secret name → owner uid) of entries the operator added.
+    pub added: BTreeMap<String, String>,
+}
+
+/// The ServiceAccount changes once the Secrets are written: each named ServiceAccount in
+/// a namespace where the Secret is `served` lists it (added, and recorded as added by us,
+/// when missing); entries this resource added for Secrets that are no longer served there,
+/// or for ServiceAccounts no longer named, are removed. Entries others put there are never
+/// touched, even with the same name.
+///
+/// `uid` is the resource's, `named` its `spec.serviceAccounts`, `views` the ServiceAccounts
+/// gathered for it. On deletion, `named` and `served` are empty: every entry it added goes.
+pub fn pull_secret_ops(
+    uid: &str,
+    named: &[String],
+    views: &[ServiceAccountView],
+    served: &BTreeSet<SecretTarget>,
+) -> Vec<PullSecretsOp> {
+    let uid = &uid.to_string();
+    let named: BTreeSet<&str> = named.iter().map(String::as_str).collect();
+    let mut ops = Vec::new();
+    for sa in views {
+        let mut list = sa.pull_secrets.clone();
+        let mut added = sa.added.clone();
+        if named.contains(sa.name.as_str()) {
+            for t in served.iter().filter(|t| t.namespace == sa.namespace) {
+                if !list.contains(&t.name) {
+                    list.push(t.name.clone());
+                    added.insert(t.name.clone(), uid.clone());
+                }
+            }
+        }
+        let keep = |name: &str| {
+            named.contains(sa.name.as_str())
+                && served
+                    .iter()
+                    .any(|t| t.namespace == sa.namespace && t.name == name)
+        };
+        let ours_gone: Vec<String> = added
+            .iter()
+            .filter(|(name, owner)| *owner == uid && !keep(name))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in ours_gone {
+            added.remove(&name);
+            list.retain(|n| n != &name);
+        }
+        if list != sa.pull_secrets || added != sa.added {
+            ops.push(PullSecretsOp {
+                namespace: sa.namespace.clone(),
+                service_account: sa.name.clone(),
+                resource_version: sa.resource_version.clone(),
+                pull_secrets: list,
+                added,
+            });
+        }
+    }
+    ops
+}

@@ -1,0 +1,162 @@
+//! What triggers a reconcile: changes made by users or the cluster, never the operator's
+//! own writes.
+//!
+//! - A resource triggers on what it asks for: its generation (spec), labels and
+//!   annotations (plugins see them) and deletion — not on status writes.
+//! - A managed Secret triggers its owner (by the owner-uid label) when it is in the owner's
+//!   namespace or is one the operator wrote for it — and not when the change is the
+//!   operator's own write coming back. Forged labels elsewhere trigger nothing.
+//! - A ServiceAccount triggers the resources that name it (and could serve its namespace),
+//!   or whose entries it holds; a Namespace triggers the resources that fan out, and those
+//!   in it.
+
+use std::collections::BTreeSet;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use kube::ResourceExt;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{ObjectRef, Store};
+
+use super::Memory;
+use super::apply::added_pull_secrets;
+use crate::api::ECRTokenRefresh;
+use crate::secret::{OWNER_NAME_ANNOTATION, OWNER_NAMESPACE_LABEL, OWNER_UID_LABEL, SecretTarget};
+
+/// The predicate of the resource watch: a hash of what a user changes (generation,
+/// labels, annotations, deletion), so status writes pass unnoticed.
+pub fn resource_changed(cr: &ECRTokenRefresh) -> Option<u64> {
+    let mut h = DefaultHasher::new();
+    cr.metadata.generation.hash(&mut h);
+    cr.metadata.deletion_timestamp.is_some().hash(&mut h);
+    cr.labels().hash(&mut h);
+    cr.annotations().hash(&mut h);
+    Some(h.finish())
+}
+
+/// Maps a managed Secret to the resource it belongs to, if that should reconcile.
+pub fn secret_owner(
+    crs: Store<ECRTokenRefresh>,
+    memory: Arc<Memory>,
+) -> impl Fn(PartialObjectMeta<Secret>) -> Option<ObjectRef<ECRTokenRefresh>> + Send + Sync + 'static
+{
+    move |s| {
+        let target = SecretTarget {
+            namespace: s.namespace().unwrap_or_default(),
+            name: s.name_any(),
+        };
+        let rv = s.resource_version().unwrap_or_default();
+        if memory.is_own_write(&target, &rv) {
+            return None;
+        }
+        let labels = s.labels();
+        let owner = match labels.get(OWNER_UID_LABEL) {
+            Some(uid) => crs
+                .state()
+                .into_iter()
+                .find(|cr| cr.metadata.uid.as_deref() == Some(uid.as_str()))?,
+            // Written by an earlier version: owner name and namespace labels.
+            None => {
+                let name = labels.get(OWNER_NAME_ANNOTATION)?;
+                let namespace = labels.get(OWNER_NAMESPACE_LABEL)?;
+                crs.get(&ObjectRef::new(name).within(namespace))?
+            }
+        };
+        let uid = owner.metadata.uid.clone().unwrap_or_default();
+        let own_namespace = owner.namespace().as_deref() == Some(target.namespace.as_str());
+        (own_namespace || memory.has_record(&target, &uid))
+            .then(|| ObjectRef::from_obj(owner.as_ref()))
+    }
+}
+
+/// Maps a ServiceAccount to the resources that name it and may serve its namespace, or
+/// whose `imagePullSecrets` entries it holds.
+pub fn service_account_users(
+    crs: Store<ECRTokenRefresh>,
+    fanout_sources: BTreeSet<String>,
+) -> impl Fn(ServiceAccount) -> Vec<ObjectRef<ECRTokenRefresh>> + Send + Sync + 'static {
+    move |sa| {
+        let name = sa.name_any();
+        let namespace = sa.namespace().unwrap_or_default();
+        let added = added_pull_secrets(&sa);
+        crs.state()
+            .into_iter()
+            .filter(|cr| {
+                let cr_ns = cr.namespace().unwrap_or_default();
+                let names_it = cr.spec.service_accounts.contains(&name)
+                    && (cr_ns == namespace || fanout_sources.contains(&cr_ns));
+                let holds = cr
+                    .metadata
+                    .uid
+                    .as_ref()
+                    .is_some_and(|uid| added.values().any(|u| u == uid));
+                names_it || holds
+            })
+            .map(|cr| ObjectRef::from_obj(cr.as_ref()))
+            .collect()
+    }
+}
+
+/// Maps a Namespace to the resources whose targets it may change: those with a fan-out
+/// policy, and those in it.
+pub fn namespace_users(
+    crs: Store<ECRTokenRefresh>,
+) -> impl Fn(PartialObjectMeta<Namespace>) -> Vec<ObjectRef<ECRTokenRefresh>> + Send + Sync + 'static
+{
+    move |ns| {
+        let name = ns.name_any();
+        crs.state()
+            .into_iter()
+            .filter(|cr| {
+                cr.spec.policy.as_ref().is_some_and(|p| p.fanout.is_some())
+                    || cr.namespace().as_deref() == Some(name.as_str())
+            })
+            .map(|cr| ObjectRef::from_obj(cr.as_ref()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ECRTokenRefreshSpec;
+
+    fn cr() -> ECRTokenRefresh {
+        let mut cr = ECRTokenRefresh::new(
+            "creds",
+            ECRTokenRefreshSpec {
+                ecr_registry: "123456789012.dkr.ecr.us-east-1.amazonaws.com".into(),
+                frequency: "8h".into(),
+                region: "us-east-1".into(),
+                service_accounts: vec![],
+                policy: None,
+            },
+        );
+        cr.metadata.generation = Some(1);
+        cr
+    }
+
+    #[test]
+    fn status_writes_do_not_change_the_trigger_hash_but_user_changes_do() {
+        let a = cr();
+        let mut b = a.clone();
+        b.status = Some(crate::api::ECRTokenRefreshStatus {
+            consecutive_failures: Some(7),
+            ..Default::default()
+        });
+        b.metadata.resource_version = Some("99".into());
+        assert_eq!(resource_changed(&a), resource_changed(&b));
+        let mut c = a.clone();
+        c.metadata.generation = Some(2);
+        assert_ne!(resource_changed(&a), resource_changed(&c));
+        let mut d = a.clone();
+        d.labels_mut().insert("team".into(), "x".into());
+        assert_ne!(resource_changed(&a), resource_changed(&d));
+        let mut e = a.clone();
+        e.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            jiff::Timestamp::UNIX_EPOCH,
+        ));
+        assert_ne!(resource_changed(&a), resource_changed(&e));
+    }
+}
