@@ -106,20 +106,22 @@ async fn the_naming_plugin_names_the_secret_and_a_switch_back_prunes_it() {
 }
 
 /// The delay in "next in Ns" of a failure message.
-fn next_in_secs(message: &str) -> u64 {
-    let rest = message
-        .split("next in ")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no delay in {message}"));
-    rest.split('s').next().unwrap().parse().unwrap()
+/// Seconds from now until `status.nextRefreshTime` of `cr` (the next attempt).
+fn next_attempt_in_secs(cr: &serde_json::Value) -> i64 {
+    let next: jiff::Timestamp = cr["status"]["nextRefreshTime"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no nextRefreshTime in {cr}"))
+        .parse()
+        .unwrap();
+    next.duration_since(jiff::Timestamp::now()).as_secs()
 }
 
 #[tokio::test]
 async fn the_retry_plugin_decides_the_delay_and_the_host_clamps_it_before_expiry() {
     let cluster = Cluster::start().await;
+    // Both resources refresh every 2 s, so the token source's failure is met at once.
     let long = Arc::new(ScriptedTokens::default());
-    let short = Arc::new(ScriptedTokens::default());
-    *short.lifetime.lock().unwrap() = jiff::SignedDuration::from_mins(7);
+    let short = Arc::new(ScriptedTokens::with_lifetime(7 * 60));
     let policies = policies().await;
     // Two controllers, one per namespace-scoped token source, keep the cases apart.
     let running_long = start_controller_with(
@@ -128,58 +130,41 @@ async fn the_retry_plugin_decides_the_delay_and_the_host_clamps_it_before_expiry
         policies.clone(),
         ecr_token_refresh::controller::Settings {
             namespace: Some("default".into()),
-            ..fast_settings()
+            ..expiring_settings()
         },
     );
-    cluster.apply_sample("slow", json!({"policy": {"retry": "slow-retry"}}));
+    cluster.apply_sample(
+        "slow",
+        json!({"frequency": "2s", "policy": {"retry": "slow-retry"}}),
+    );
     cluster.wait_ready("slow", "True", "TokenRefreshed").await;
     long.fail(true);
-    cluster
-        .api
-        .merge_patch(
-            CRS,
-            Some("default"),
-            "slow",
-            json!({"spec": {"frequency": "4h"}}),
-            false,
-        )
-        .unwrap();
-    let cond = cluster.wait_ready("slow", "False", "ECRUnreachable").await;
+    cluster.wait_ready("slow", "False", "ECRUnreachable").await;
     // The plugin's delay (step 1 h × attempt 1), not the built-in's seconds.
-    assert_eq!(
-        next_in_secs(cond["message"].as_str().unwrap()),
-        3600,
-        "{cond}"
-    );
+    let secs = next_attempt_in_secs(&cluster.cr("slow"));
+    assert!((3590..=3600).contains(&secs), "{secs}s");
     running_long.stop().await;
 
     let running_short = start_controller_with(
         cluster.client.clone(),
         short.clone(),
         policies,
-        fast_settings(),
+        expiring_settings(),
     );
-    cluster.apply_sample("clamped", json!({"policy": {"retry": "slow-retry"}}));
+    cluster.apply_sample(
+        "clamped",
+        json!({"frequency": "2s", "policy": {"retry": "slow-retry"}}),
+    );
     cluster
         .wait_ready("clamped", "True", "TokenRefreshed")
         .await;
     short.fail(true);
     cluster
-        .api
-        .merge_patch(
-            CRS,
-            Some("default"),
-            "clamped",
-            json!({"spec": {"frequency": "4h"}}),
-            false,
-        )
-        .unwrap();
-    let cond = cluster
         .wait_ready("clamped", "False", "ECRUnreachable")
         .await;
     // The token has 7 min left; retries must come 5 min before expiry: about 2 min.
-    let secs = next_in_secs(cond["message"].as_str().unwrap());
-    assert!((100..=120).contains(&secs), "clamped delay {secs}s: {cond}");
+    let secs = next_attempt_in_secs(&cluster.cr("clamped"));
+    assert!((100..=120).contains(&secs), "clamped delay {secs}s");
     running_short.stop().await;
 }
 

@@ -78,6 +78,7 @@ async fn expect_no_more_requests(handle: &mut Handle) {
 const STATUS_PATH: &str =
     "/apis/ecr.aws.edenlab.io/v1alpha1/namespaces/default/ecrtokenrefreshes/ecr-credentials/status";
 const SECRET_PATH: &str = "/api/v1/namespaces/default/secrets/ecr-credentials";
+const SECRETS_PATH: &str = "/api/v1/namespaces/default/secrets";
 const EVENTS_PATH: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
 
 #[tokio::test]
@@ -137,7 +138,7 @@ async fn a_foreign_secret_is_read_and_left_alone() {
 }
 
 #[tokio::test]
-async fn a_fresh_secret_applies_with_our_field_manager_then_status() {
+async fn a_missing_secret_is_created_with_our_field_manager_then_status() {
     let tokens = Arc::new(ScriptedTokens::default());
     let (ctx, mut handle) = context(tokens.clone());
     let obj = Arc::new(cr(json!({})));
@@ -149,26 +150,37 @@ async fn a_fresh_secret_applies_with_our_field_manager_then_status() {
         404,
         json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
     );
+    // A missing Secret is created (a 409 would be a conflict, never an overwrite), asking
+    // for a metadata-only answer so that no answer carries the token back.
     let (request, send) = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(request.method(), Method::PATCH);
-    assert_eq!(request.uri().path(), SECRET_PATH);
+    assert_eq!(request.method(), Method::POST);
+    assert_eq!(request.uri().path(), SECRETS_PATH);
     let query = request.uri().query().unwrap_or_default().to_string();
+    assert!(query.contains("fieldManager=ecr-token-refresh"), "{query}");
     assert!(
-        query.contains("fieldManager=ecr-token-refresh") && query.contains("force=true"),
-        "{query}"
-    );
-    assert_eq!(
-        request.headers()["content-type"],
-        "application/apply-patch+yaml"
+        request.headers()["accept"]
+            .to_str()
+            .unwrap()
+            .contains("as=PartialObjectMetadata"),
+        "{:?}",
+        request.headers()
     );
     let secret: Value =
         serde_json::from_slice(&request.into_body().collect_bytes().await.unwrap()).unwrap();
     assert_eq!(secret["type"], "kubernetes.io/dockerconfigjson");
     assert_eq!(secret["metadata"]["ownerReferences"][0]["uid"], "uid-1");
-    respond(send, 200, secret);
+    assert_eq!(
+        secret["metadata"]["labels"]["ecr.aws.edenlab.io/owner-uid"],
+        "uid-1"
+    );
+    let mut answer = json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                            "metadata": secret["metadata"].clone()});
+    answer["metadata"]["uid"] = json!("secret-uid");
+    answer["metadata"]["resourceVersion"] = json!("7");
+    respond(send, 201, answer);
 
     let (patch, send) = expect(&mut handle, Method::PATCH, STATUS_PATH).await;
     let st = &patch["status"];

@@ -184,6 +184,16 @@ impl Memory {
             .map(Written::as_meta)
     }
 
+    /// The Secrets written for the resource with `owner_uid` moments ago (within
+    /// [`CACHE_LAG`]) and not seen deleted: what a lagging cache may not show yet.
+    pub fn recent_writes(&self, owner_uid: &str) -> Vec<(SecretTarget, SecretMeta)> {
+        lock(&self.written)
+            .iter()
+            .filter(|(_, w)| w.owner_uid == owner_uid && w.fresh())
+            .map(|(t, w)| (t.clone(), w.as_meta()))
+            .collect()
+    }
+
     /// Compares a cached Secret of ours (`cached`) with the record of `target`: a record
     /// of a write the cache has not caught up with stands in for it; a Secret whose uid or
     /// resourceVersion moved since it was written or verified was edited by someone else.

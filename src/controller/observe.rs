@@ -109,20 +109,31 @@ fn stale(ctx: &Context, cr: &ECRTokenRefresh, owner: &Owner, targets: &[Target])
     let wanted: BTreeSet<&SecretTarget> = targets.iter().map(|t| &t.target).collect();
     let may_fan_out = ctx.settings.fanout_sources.contains(&owner.namespace);
     let mut out: Vec<Stale> = match &ctx.caches {
-        Some(caches) => caches
-            .secrets
-            .state()
-            .iter()
-            .filter(|s| may_fan_out || s.namespace().as_deref() == Some(owner.namespace.as_str()))
-            .filter_map(|s| {
-                let meta = SecretMeta::read(&s.metadata, owner);
-                let target = SecretTarget {
-                    namespace: s.namespace().unwrap_or_default(),
-                    name: s.name_any(),
-                };
-                (meta.ours && !wanted.contains(&target)).then_some(Stale { target, meta })
-            })
-            .collect(),
+        Some(caches) => {
+            let mut out: Vec<Stale> = caches
+                .secrets
+                .state()
+                .iter()
+                .filter(|s| {
+                    may_fan_out || s.namespace().as_deref() == Some(owner.namespace.as_str())
+                })
+                .filter_map(|s| {
+                    let meta = SecretMeta::read(&s.metadata, owner);
+                    let target = SecretTarget {
+                        namespace: s.namespace().unwrap_or_default(),
+                        name: s.name_any(),
+                    };
+                    (meta.ours && !wanted.contains(&target)).then_some(Stale { target, meta })
+                })
+                .collect();
+            // Written moments ago, not in the cache yet.
+            for (target, meta) in ctx.memory.recent_writes(&owner.uid) {
+                if !wanted.contains(&target) && !out.iter().any(|s| s.target == target) {
+                    out.push(Stale { target, meta });
+                }
+            }
+            out
+        }
         None => cr
             .status
             .as_ref()

@@ -155,6 +155,15 @@ pub enum TokenNeed {
 /// Whether a token is needed: due by status, or some target missing, edited or not as
 /// last written, or the spec changed since status was written.
 pub fn token_need(input: &Input) -> TokenNeed {
+    let writable = input.targets.iter().any(|t| match &t.found {
+        Found::Absent => true,
+        Found::Ours { meta, .. } => !meta.terminating,
+        Found::Foreign => false,
+    });
+    if !writable {
+        // Every target is someone else's: no token would be written anywhere.
+        return TokenNeed::None;
+    }
     let due = input.scheduled_refresh().is_none_or(|t| input.now >= t);
     if due {
         return TokenNeed::Refresh;
