@@ -1,21 +1,31 @@
-//! `kubectl kustomize config/default` renders, and what it renders grants exactly what the
-//! operator calls and runs it locked down.
+//! The install overlays render with `kubectl kustomize`, and what they render grants
+//! exactly what the operator calls, runs it locked down, and fences its writes with
+//! ValidatingAdmissionPolicies whose CEL is evaluated here against sample requests.
+//!
+//! - `config/default`: the cluster-wide operator (ClusterRole).
+//! - `config/namespaced`: the operator confined to the one namespace it is installed into
+//!   (Roles only, `watch.namespaces` set, policies bound to that namespace).
 
+use std::collections::{BTreeSet, HashMap};
 use std::process::Command;
 
-use serde_json::Value;
+use kube::Resource;
+use serde_json::{Value, json};
 
-fn rendered() -> Vec<Value> {
+// ---------------------------------------------------------------------------------------
+// Rendering and finding objects
+// ---------------------------------------------------------------------------------------
+
+/// `kubectl kustomize config/<overlay>`, one JSON value per rendered object.
+fn render(overlay: &str) -> Vec<Value> {
+    let dir = format!("{}/config/{overlay}", env!("CARGO_MANIFEST_DIR"));
     let out = Command::new("kubectl")
-        .args([
-            "kustomize",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/config/default"),
-        ])
+        .args(["kustomize", &dir])
         .output()
         .expect("kubectl is installed (it renders kustomizations offline)");
     assert!(
         out.status.success(),
-        "{}",
+        "kubectl kustomize {dir}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8(out.stdout).unwrap();
@@ -24,93 +34,269 @@ fn rendered() -> Vec<Value> {
         .collect()
 }
 
-fn find<'a>(objs: &'a [Value], kind: &str) -> &'a Value {
-    objs.iter()
-        .find(|o| o["kind"] == kind)
-        .unwrap_or_else(|| panic!("no {kind} rendered"))
+fn all_of<'a>(objs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    objs.iter().filter(|o| o["kind"] == kind).collect()
 }
 
-fn granted(role: &Value, group: &str, resource: &str, verb: &str) -> bool {
-    role["rules"].as_array().unwrap().iter().any(|r| {
-        let has = |k: &str, v: &str| r[k].as_array().unwrap().iter().any(|x| x == v);
-        has("apiGroups", group) && has("resources", resource) && has("verbs", verb)
-    })
+fn find<'a>(objs: &'a [Value], kind: &str) -> &'a Value {
+    let found = all_of(objs, kind);
+    assert_eq!(found.len(), 1, "expected exactly one {kind}: {found:?}");
+    found[0]
+}
+
+/// The object of `kind` whose rendered name ends with `suffix` (the name before the
+/// namePrefix, optionally followed by more).
+fn named<'a>(objs: &'a [Value], kind: &str, suffix: &str) -> &'a Value {
+    objs.iter()
+        .find(|o| {
+            o["kind"] == kind
+                && o["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.ends_with(suffix))
+        })
+        .unwrap_or_else(|| panic!("no {kind} named *{suffix} rendered"))
+}
+
+fn str_of<'a>(v: &'a Value, what: &str) -> &'a str {
+    v.as_str()
+        .unwrap_or_else(|| panic!("{what} is not a string: {v}"))
+}
+
+// ---------------------------------------------------------------------------------------
+// RBAC
+// ---------------------------------------------------------------------------------------
+
+/// One grant: (API group, resource, verb).
+type Grant = (String, String, String);
+
+/// The calls the operator makes (group, resource, verbs), whatever its scope.
+const OPERATOR_CALLS: &[(&str, &str, &[&str])] = &[
+    // The controller; patch adds and removes the cleanup finalizer.
+    (
+        "ecr.aws.edenlab.io",
+        "ecrtokenrefreshes",
+        &["list", "watch", "patch"],
+    ),
+    // Status: merge patch only.
+    ("ecr.aws.edenlab.io", "ecrtokenrefreshes/status", &["patch"]),
+    (
+        "",
+        "secrets",
+        &["get", "list", "watch", "create", "patch", "delete"],
+    ),
+    ("", "serviceaccounts", &["list", "watch", "patch"]),
+    ("events.k8s.io", "events", &["create", "patch"]),
+];
+
+/// Fan-out candidates: only the cluster-wide operator reads Namespaces.
+const NAMESPACE_CALLS: (&str, &str, &[&str]) = ("", "namespaces", &["list", "watch"]);
+
+/// Leader election, in the operator's own namespace.
+const LEASE_CALLS: (&str, &str, &[&str]) =
+    ("coordination.k8s.io", "leases", &["get", "create", "patch"]);
+
+fn expand(calls: &[(&str, &str, &[&str])]) -> BTreeSet<Grant> {
+    calls
+        .iter()
+        .flat_map(|(g, r, verbs)| {
+            verbs
+                .iter()
+                .map(|v| (g.to_string(), r.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// Every (group, resource, verb) a Role or ClusterRole grants. Refuses what this
+/// expansion cannot express exactly: wildcards, resourceNames, nonResourceURLs.
+fn grants(role: &Value) -> BTreeSet<Grant> {
+    let text = role.to_string();
+    assert!(!text.contains('*'), "wildcard in {text}");
+    let mut out = BTreeSet::new();
+    for rule in role["rules"].as_array().unwrap() {
+        assert!(rule.get("resourceNames").is_none(), "{rule}");
+        assert!(rule.get("nonResourceURLs").is_none(), "{rule}");
+        let list = |k: &str| -> Vec<String> {
+            rule[k]
+                .as_array()
+                .unwrap_or_else(|| panic!("{k} in {rule}"))
+                .iter()
+                .map(|x| str_of(x, k).to_string())
+                .collect()
+        };
+        for g in list("apiGroups") {
+            for r in list("resources") {
+                for v in list("verbs") {
+                    out.insert((g.clone(), r.clone(), v));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The differences between what is granted and what is expected, for a readable failure.
+fn assert_grants(what: &str, granted: &BTreeSet<Grant>, expected: &BTreeSet<Grant>) {
+    let missing: Vec<_> = expected.difference(granted).collect();
+    let extra: Vec<_> = granted.difference(expected).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{what}: missing {missing:?}, not called but granted {extra:?}"
+    );
+}
+
+/// The ServiceAccount the operator runs as, checked against the Deployment.
+fn operator_account(objs: &[Value]) -> (&str, &str) {
+    let sa = find(objs, "ServiceAccount");
+    let deploy = find(objs, "Deployment");
+    let name = str_of(&sa["metadata"]["name"], "ServiceAccount name");
+    let namespace = str_of(&sa["metadata"]["namespace"], "ServiceAccount namespace");
+    assert_eq!(
+        deploy["spec"]["template"]["spec"]["serviceAccountName"],
+        name
+    );
+    assert_eq!(deploy["metadata"]["namespace"], namespace);
+    (namespace, name)
+}
+
+/// Every binding subject is the operator's ServiceAccount, and every roleRef resolves.
+fn assert_bound_to_operator(objs: &[Value]) {
+    let (namespace, name) = operator_account(objs);
+    for kind in ["RoleBinding", "ClusterRoleBinding"] {
+        for binding in all_of(objs, kind) {
+            let subjects = binding["subjects"].as_array().unwrap();
+            assert_eq!(subjects.len(), 1, "{binding}");
+            assert_eq!(subjects[0]["kind"], "ServiceAccount");
+            assert_eq!(subjects[0]["name"], name);
+            assert_eq!(subjects[0]["namespace"], namespace);
+            let role_kind = str_of(&binding["roleRef"]["kind"], "roleRef.kind");
+            let role = all_of(objs, role_kind)
+                .into_iter()
+                .find(|r| r["metadata"]["name"] == binding["roleRef"]["name"])
+                .unwrap_or_else(|| panic!("{binding} refers to a {role_kind} not rendered"));
+            if kind == "RoleBinding" {
+                assert_eq!(binding["metadata"]["namespace"], namespace);
+                assert_eq!(role["metadata"]["namespace"], namespace);
+            }
+        }
+    }
+}
+
+/// Every role the operator is bound to, together, grants exactly `expected`.
+fn assert_total_grants(objs: &[Value], expected: &BTreeSet<Grant>) {
+    let mut total = BTreeSet::new();
+    for kind in ["Role", "ClusterRole"] {
+        for role in all_of(objs, kind) {
+            total.extend(grants(role));
+        }
+    }
+    assert_grants("all roles together", &total, expected);
+    assert!(!total.contains(&("".into(), "secrets".into(), "update".into())));
 }
 
 #[test]
-fn the_default_kustomization_renders_what_the_operator_needs() {
-    let objs = rendered();
+fn the_cluster_wide_install_grants_exactly_what_the_operator_calls() {
+    let objs = render("default");
     let crd = find(&objs, "CustomResourceDefinition");
     assert_eq!(
         crd["metadata"]["name"],
         "ecrtokenrefreshes.ecr.aws.edenlab.io"
     );
 
+    let mut calls = OPERATOR_CALLS.to_vec();
+    calls.push(NAMESPACE_CALLS);
     let role = find(&objs, "ClusterRole");
-    // Every call the controller makes: watch CRs, patch their status, get/watch/apply
-    // Secrets (apply may create), publish Events (create, then patch a series).
-    for (group, resource, verbs) in [
-        (
-            "ecr.aws.edenlab.io",
-            "ecrtokenrefreshes",
-            &["get", "list", "watch"][..],
-        ),
-        (
-            "ecr.aws.edenlab.io",
-            "ecrtokenrefreshes/status",
-            &["patch"][..],
-        ),
-        (
-            "",
-            "secrets",
-            &["get", "list", "watch", "create", "patch", "delete"][..],
-        ),
-        ("ecr.aws.edenlab.io", "ecrtokenrefreshes", &["patch"][..]),
-        ("", "namespaces", &["list", "watch"][..]),
-        (
-            "",
-            "serviceaccounts",
-            &["get", "list", "watch", "patch"][..],
-        ),
-        ("events.k8s.io", "events", &["create", "patch"][..]),
-    ] {
-        for verb in verbs {
-            assert!(
-                granted(role, group, resource, verb),
-                "{verb} {group}/{resource} is not granted"
-            );
-        }
-    }
-    // ...and nothing broader: no wildcards, no deletes of the custom resources, no
-    // Secret updates beyond patch.
-    let text = role.to_string();
-    assert!(!text.contains('*'), "wildcard in {text}");
-    assert!(!granted(
-        role,
-        "ecr.aws.edenlab.io",
-        "ecrtokenrefreshes",
-        "delete"
-    ));
-    assert!(!granted(role, "", "secrets", "update"));
-    assert!(!granted(role, "", "namespaces", "get") && !granted(role, "", "namespaces", "patch"));
-
+    assert_grants("ClusterRole", &grants(role), &expand(&calls));
     let binding = find(&objs, "ClusterRoleBinding");
-    let sa = find(&objs, "ServiceAccount");
-    assert_eq!(binding["subjects"][0]["name"], sa["metadata"]["name"]);
-    assert_eq!(
-        binding["subjects"][0]["namespace"],
-        sa["metadata"]["namespace"]
+    assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
+
+    let leases = find(&objs, "Role");
+    assert_grants(
+        "leader election Role",
+        &grants(leases),
+        &expand(&[LEASE_CALLS]),
     );
 
-    let deploy = find(&objs, "Deployment");
-    let pod = &deploy["spec"]["template"]["spec"];
-    assert_eq!(pod["serviceAccountName"], sa["metadata"]["name"]);
-    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
-    let c = &pod["containers"][0];
-    assert_eq!(c["args"][0], "run");
-    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
-    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
-    assert_eq!(c["securityContext"]["capabilities"]["drop"][0], "ALL");
+    calls.push(LEASE_CALLS);
+    assert_total_grants(&objs, &expand(&calls));
+    assert_bound_to_operator(&objs);
+    assert_eq!(all_of(&objs, "RoleBinding").len(), 1);
+}
+
+#[test]
+fn the_namespaced_install_grants_the_same_in_its_namespace_only() {
+    let objs = render("namespaced");
+    let (namespace, _) = operator_account(&objs);
+    assert!(all_of(&objs, "ClusterRole").is_empty());
+    assert!(all_of(&objs, "ClusterRoleBinding").is_empty());
+    // The namespace is the team's: the overlay neither creates nor deletes it.
+    assert!(all_of(&objs, "Namespace").is_empty());
+    // The CRD is still there (cluster-scoped, applied by a cluster admin).
+    find(&objs, "CustomResourceDefinition");
+    for obj in &objs {
+        let kind = str_of(&obj["kind"], "kind");
+        let cluster_scoped = matches!(
+            kind,
+            "CustomResourceDefinition"
+                | "ValidatingAdmissionPolicy"
+                | "ValidatingAdmissionPolicyBinding"
+        );
+        if cluster_scoped {
+            assert!(obj["metadata"].get("namespace").is_none(), "{obj}");
+        } else {
+            assert_eq!(obj["metadata"]["namespace"], namespace, "{obj}");
+        }
+    }
+
+    let role = named(&objs, "Role", "-manager-role");
+    assert_grants("manager Role", &grants(role), &expand(OPERATOR_CALLS));
+    let leases = named(&objs, "Role", "-leader-election-role");
+    assert_grants(
+        "leader election Role",
+        &grants(leases),
+        &expand(&[LEASE_CALLS]),
+    );
+    assert_eq!(all_of(&objs, "Role").len(), 2);
+    assert_eq!(all_of(&objs, "RoleBinding").len(), 2);
+    let binding = named(&objs, "RoleBinding", "-manager-rolebinding");
+    assert_eq!(binding["roleRef"]["kind"], "Role");
+    assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
+
+    let mut calls = OPERATOR_CALLS.to_vec();
+    calls.push(LEASE_CALLS);
+    assert_total_grants(&objs, &expand(&calls));
+    assert_bound_to_operator(&objs);
+}
+
+#[test]
+fn no_finalizers_permission_because_the_owner_reference_does_not_block_deletion() {
+    // OwnerReferencesPermissionEnforcement asks for `update` on
+    // `ecrtokenrefreshes/finalizers` only from whoever sets `blockOwnerDeletion: true`.
+    // The Secret in the resource's own namespace points back with kube's
+    // `controller_owner_ref`, which leaves it unset. If this starts failing, grant
+    // `update` on `ecrtokenrefreshes/finalizers` in both overlays and in OPERATOR_CALLS.
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/samples/ecr_v1alpha1_ecrtokenrefresh.yaml"
+    ))
+    .unwrap();
+    let mut cr: ecr_token_refresh::api::ECRTokenRefresh = serde_yaml::from_str(&text).unwrap();
+    cr.meta_mut().namespace = Some("apps".into());
+    cr.meta_mut().uid = Some("6f1e2d3c-0000-4000-8000-000000000001".into());
+    let owner = cr.controller_owner_ref(&()).unwrap();
+    assert_eq!(owner.controller, Some(true));
+    assert_ne!(owner.block_owner_deletion, Some(true));
+
+    for overlay in ["default", "namespaced"] {
+        let objs = render(overlay);
+        for kind in ["Role", "ClusterRole"] {
+            for role in all_of(&objs, kind) {
+                assert!(
+                    !role.to_string().contains("ecrtokenrefreshes/finalizers"),
+                    "{overlay}: {role}"
+                );
+            }
+        }
+    }
 }
 
 #[test]
@@ -126,51 +312,45 @@ fn the_sample_is_the_original_operator_sample() {
     assert_eq!(valid.frequency.as_secs(), 8 * 3600);
 }
 
-#[test]
-fn leader_election_probes_metrics_and_the_config_file_are_wired() {
-    let objs = rendered();
-    let deploy = find(&objs, "Deployment");
-    let namespace = deploy["metadata"]["namespace"].as_str().unwrap();
+// ---------------------------------------------------------------------------------------
+// Deployment, probes, config
+// ---------------------------------------------------------------------------------------
 
-    // Leader election: a namespaced Role on Leases in the operator's namespace, exactly
-    // the verbs the election uses (get, create, patch), bound to the ServiceAccount.
-    let role = find(&objs, "Role");
-    assert_eq!(role["metadata"]["namespace"], namespace);
-    assert_eq!(role["rules"].as_array().unwrap().len(), 1, "{role}");
-    for verb in ["get", "create", "patch"] {
-        assert!(
-            granted(role, "coordination.k8s.io", "leases", verb),
-            "{verb} leases is not granted"
-        );
-    }
-    for verb in ["update", "delete", "list", "watch"] {
-        assert!(
-            !granted(role, "coordination.k8s.io", "leases", verb),
-            "{verb} leases is granted"
-        );
-    }
-    assert!(!role.to_string().contains('*'));
-    assert!(
-        !find(&objs, "ClusterRole").to_string().contains("leases"),
-        "Leases belong in the namespaced Role"
+/// The operator config in the rendered ConfigMap, parsed and validated.
+fn rendered_config(objs: &[Value]) -> (ecr_token_refresh::config::OperatorConfig, &str) {
+    let cm = find(objs, "ConfigMap");
+    let text = str_of(
+        &cm["data"]["operator.yaml"],
+        "operator.yaml in the ConfigMap",
     );
-    let binding = find(&objs, "RoleBinding");
-    let sa = find(&objs, "ServiceAccount");
+    let config: ecr_token_refresh::config::OperatorConfig = serde_yaml::from_str(text).unwrap();
+    config.validate().unwrap();
+    (config, text)
+}
+
+/// The Deployment runs locked down, with leader election, probes, metrics, the config file
+/// and the plugins volume wired; the same in both overlays.
+fn assert_deployment_wired(objs: &[Value]) {
+    let deploy = find(objs, "Deployment");
+    let namespace = str_of(&deploy["metadata"]["namespace"], "Deployment namespace");
+    let pod = &deploy["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let c = &pod["containers"][0];
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["securityContext"]["capabilities"]["drop"][0], "ALL");
+
+    // Leader election: the Lease Role lives in the operator's namespace.
+    let leases = named(objs, "Role", "-leader-election-role");
+    assert_eq!(leases["metadata"]["namespace"], namespace);
+    let binding = named(objs, "RoleBinding", "-leader-election-rolebinding");
     assert_eq!(binding["roleRef"]["kind"], "Role");
-    assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
-    assert_eq!(binding["subjects"][0]["name"], sa["metadata"]["name"]);
-    assert_eq!(binding["subjects"][0]["namespace"], namespace);
+    assert_eq!(binding["roleRef"]["name"], leases["metadata"]["name"]);
 
     // The config file comes from the generated ConfigMap, parses, validates, and turns
     // leader election on for more than one replica.
-    let pod = &deploy["spec"]["template"]["spec"];
-    let c = &pod["containers"][0];
-    let cm = find(&objs, "ConfigMap");
-    let text = cm["data"]["operator.yaml"]
-        .as_str()
-        .expect("operator.yaml in the ConfigMap");
-    let config: ecr_token_refresh::config::OperatorConfig = serde_yaml::from_str(text).unwrap();
-    config.validate().unwrap();
+    let (config, _) = rendered_config(objs);
+    let cm = find(objs, "ConfigMap");
     assert!(deploy["spec"]["replicas"].as_i64().unwrap() >= 2);
     assert!(
         config.leader_election.enabled,
@@ -193,8 +373,8 @@ fn leader_election_probes_metrics_and_the_config_file_are_wired() {
         .find(|m| m["name"] == volume["name"])
         .unwrap();
     assert_eq!(mount["readOnly"], true);
-    let path = format!("{}/operator.yaml", mount["mountPath"].as_str().unwrap());
-    assert_eq!(c["args"], serde_json::json!(["run", "--config", path]));
+    let path = format!("{}/operator.yaml", str_of(&mount["mountPath"], "mountPath"));
+    assert_eq!(c["args"], json!(["run", "--config", path]));
     let env = |name: &str| {
         c["env"]
             .as_array()
@@ -228,7 +408,7 @@ fn leader_election_probes_metrics_and_the_config_file_are_wired() {
     assert_eq!(c["livenessProbe"]["httpGet"]["port"], "http");
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert_eq!(c["readinessProbe"]["httpGet"]["port"], "http");
-    let svc = find(&objs, "Service");
+    let svc = find(objs, "Service");
     assert_eq!(svc["spec"]["ports"][0]["targetPort"], "http");
     assert_eq!(
         svc["spec"]["selector"],
@@ -246,4 +426,679 @@ fn leader_election_probes_metrics_and_the_config_file_are_wired() {
     assert!(c["resources"]["requests"]["cpu"].is_string());
     assert!(c["resources"]["requests"]["memory"].is_string());
     assert!(c["resources"]["limits"]["memory"].is_string());
+}
+
+#[test]
+fn leader_election_probes_metrics_and_the_config_file_are_wired() {
+    let objs = render("default");
+    assert_deployment_wired(&objs);
+    let (config, _) = rendered_config(&objs);
+    assert!(
+        config.watch.namespaces.is_empty(),
+        "the cluster-wide operator watches every namespace"
+    );
+}
+
+#[test]
+fn the_namespaced_install_runs_the_same_deployment_watching_its_namespace() {
+    let objs = render("namespaced");
+    assert_deployment_wired(&objs);
+    let (namespace, _) = operator_account(&objs);
+    let (config, text) = rendered_config(&objs);
+    assert_eq!(config.watch.namespaces, [namespace]);
+
+    // ...and otherwise the cluster-wide install's config, key for key.
+    let default_objs = render("default");
+    let (_, default_text) = rendered_config(&default_objs);
+    let mut ours: Value = serde_yaml::from_str(text).unwrap();
+    let theirs: Value = serde_yaml::from_str(default_text).unwrap();
+    ours.as_object_mut().unwrap().remove("watch");
+    assert_eq!(ours, theirs);
+
+    // The same Deployment (only names and namespaces differ).
+    let strip = |d: &Value| {
+        let mut d = d.clone();
+        d["metadata"]["namespace"] = Value::Null;
+        for v in d["spec"]["template"]["spec"]["volumes"]
+            .as_array_mut()
+            .unwrap()
+        {
+            if v.get("configMap").is_some() {
+                v["configMap"]["name"] = Value::Null;
+            }
+        }
+        d
+    };
+    assert_eq!(
+        strip(find(&objs, "Deployment")),
+        strip(find(&default_objs, "Deployment"))
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// ValidatingAdmissionPolicies: rendering
+// ---------------------------------------------------------------------------------------
+
+/// The policies and bindings render, cluster-scoped, `Fail`, `Deny`, each binding naming
+/// a rendered policy, and each policy scoped to the operator's username.
+fn assert_admission_rendered(objs: &[Value]) {
+    let (namespace, name) = operator_account(objs);
+    let username = format!("system:serviceaccount:{namespace}:{name}");
+    let policies = all_of(objs, "ValidatingAdmissionPolicy");
+    let bindings = all_of(objs, "ValidatingAdmissionPolicyBinding");
+    assert_eq!(
+        policies.len(),
+        2,
+        "one for Secrets, one for ServiceAccounts"
+    );
+    assert_eq!(bindings.len(), 2);
+    for policy in &policies {
+        assert_eq!(policy["apiVersion"], "admissionregistration.k8s.io/v1");
+        assert!(policy["metadata"].get("namespace").is_none(), "{policy}");
+        assert_eq!(policy["spec"]["failurePolicy"], "Fail");
+        let conditions = policy["spec"]["matchConditions"].as_array().unwrap();
+        assert_eq!(conditions.len(), 1, "{policy}");
+        let expr = str_of(&conditions[0]["expression"], "matchCondition");
+        // The rendered condition is true for the operator's username and false for any
+        // other, and spells it out literally.
+        let matches = |user: &str| {
+            let request = json!({"userInfo": {"username": user}});
+            let ctx = context(&request, &Value::Null, &Value::Null, HashMap::new());
+            eval(expr, &ctx) == Ok(cel::Value::Bool(true))
+        };
+        assert!(matches(&username), "{expr} does not match {username}");
+        for other in [
+            format!("system:serviceaccount:{namespace}:default"),
+            format!("system:serviceaccount:default:{name}"),
+            "system:serviceaccount:system:controller-manager".to_string(),
+            "kubernetes-admin".to_string(),
+        ] {
+            assert!(!matches(&other), "{expr} matches {other}");
+        }
+        let literal = expr.split('\'').skip(1).step_by(2).collect::<String>();
+        assert_eq!(literal, username, "{expr}");
+    }
+    for binding in &bindings {
+        assert!(binding["metadata"].get("namespace").is_none(), "{binding}");
+        assert_eq!(binding["spec"]["validationActions"], json!(["Deny"]));
+        assert!(
+            policies
+                .iter()
+                .any(|p| p["metadata"]["name"] == binding["spec"]["policyName"]),
+            "{binding} names no rendered policy"
+        );
+    }
+}
+
+#[test]
+fn the_admission_policies_render_for_the_cluster_wide_operator() {
+    let objs = render("default");
+    assert_admission_rendered(&objs);
+    for binding in all_of(&objs, "ValidatingAdmissionPolicyBinding") {
+        assert!(
+            binding["spec"].get("matchResources").is_none(),
+            "the cluster-wide operator writes in every namespace: {binding}"
+        );
+    }
+}
+
+#[test]
+fn the_admission_policies_render_for_the_namespaced_operator_in_its_namespace() {
+    let objs = render("namespaced");
+    assert_admission_rendered(&objs);
+    let (namespace, _) = operator_account(&objs);
+    for binding in all_of(&objs, "ValidatingAdmissionPolicyBinding") {
+        assert_eq!(
+            binding["spec"]["matchResources"]["namespaceSelector"],
+            json!({"matchExpressions": [{
+                "key": "kubernetes.io/metadata.name",
+                "operator": "In",
+                "values": [namespace],
+            }]})
+        );
+    }
+    // Cluster-scoped names carry the namespace, so installs in two namespaces (or one
+    // beside config/default) do not overwrite each other's policies.
+    let default_names: BTreeSet<String> = render("default")
+        .iter()
+        .filter(|o| o["apiVersion"] == "admissionregistration.k8s.io/v1")
+        .map(|o| str_of(&o["metadata"]["name"], "name").to_string())
+        .collect();
+    for kind in [
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    ] {
+        for obj in all_of(&objs, kind) {
+            let name = str_of(&obj["metadata"]["name"], "name");
+            assert!(name.ends_with(&format!(".{namespace}")), "{name}");
+            assert!(!default_names.contains(name), "{name}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// ValidatingAdmissionPolicies: evaluating their CEL
+// ---------------------------------------------------------------------------------------
+
+/// What the API server's ValidatingAdmissionPolicy plugin answers one request, from the
+/// rendered policies and bindings.
+#[derive(Debug, PartialEq)]
+enum Verdict {
+    /// No binding's policy matched the request (resource, operation, namespace, user).
+    NotMatched,
+    /// At least one policy matched and all that matched admitted it.
+    Allowed,
+    /// A policy refused it: the message the API server returns.
+    Denied(String),
+}
+
+/// One admission request, in the shape of `request`, `object` and `oldObject` that the
+/// policies' CEL sees.
+/// <https://kubernetes.io/docs/reference/access-authn-authz/validating-admission-policy/#validation-expression>
+struct Request {
+    user: String,
+    operation: &'static str,
+    resource: &'static str,
+    namespace: String,
+    name: String,
+    /// The object as it would be stored; `null` on DELETE.
+    object: Value,
+    /// The object as it is stored; `null` on CREATE.
+    old_object: Value,
+}
+
+fn context(
+    request: &Value,
+    object: &Value,
+    old_object: &Value,
+    variables: HashMap<String, cel::Value>,
+) -> cel::Context<'static, 'static> {
+    let mut ctx = cel::Context::default();
+    ctx.add_variable("request", request).unwrap();
+    ctx.add_variable("object", object).unwrap();
+    ctx.add_variable("oldObject", old_object).unwrap();
+    ctx.add_variable_from_value("variables", variables);
+    ctx
+}
+
+/// Evaluates `expr`; a parse error fails the test (the policy is broken), an evaluation
+/// error is returned (the API server treats it by `failurePolicy`).
+fn eval(expr: &str, ctx: &cel::Context) -> Result<cel::Value, String> {
+    let program = cel::Program::compile(expr).unwrap_or_else(|e| panic!("{expr}: {e}"));
+    program.execute(ctx).map_err(|e| e.to_string())
+}
+
+/// The binding's `matchResources.namespaceSelector`, for the one shape the overlays use
+/// (`kubernetes.io/metadata.name In [...]`); no selector matches every namespace.
+fn binding_selects(binding: &Value, namespace: &str) -> bool {
+    let selector = &binding["spec"]["matchResources"]["namespaceSelector"];
+    if selector.is_null() {
+        return true;
+    }
+    let exprs = selector["matchExpressions"].as_array().unwrap();
+    assert!(selector.get("matchLabels").is_none(), "{selector}");
+    exprs.iter().all(|e| {
+        assert_eq!(e["key"], "kubernetes.io/metadata.name", "{e}");
+        assert_eq!(e["operator"], "In", "{e}");
+        e["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v == namespace)
+    })
+}
+
+fn policy_matches_resource(policy: &Value, req: &Request) -> bool {
+    policy["spec"]["matchConstraints"]["resourceRules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|rule| {
+            let has = |k: &str, v: &str| rule[k].as_array().unwrap().iter().any(|x| x == v);
+            has("apiGroups", "")
+                && has("apiVersions", "v1")
+                && has("resources", req.resource)
+                && has("operations", req.operation)
+        })
+}
+
+/// One policy on one request: `None` when its matchConditions exclude it, else whether
+/// it admits it. Errors refuse (every policy here is `failurePolicy: Fail`).
+fn evaluate(policy: &Value, req: &Request) -> Option<Result<(), String>> {
+    assert_eq!(policy["spec"]["failurePolicy"], "Fail");
+    let request = json!({
+        "operation": req.operation,
+        "userInfo": {"username": req.user},
+        "resource": {"group": "", "version": "v1", "resource": req.resource},
+        "namespace": req.namespace,
+        "name": req.name,
+    });
+    let spec = &policy["spec"];
+    let empty = Vec::new();
+    let list = |k: &str| spec[k].as_array().unwrap_or(&empty);
+    let fresh = |vars: &HashMap<String, cel::Value>| {
+        context(&request, &req.object, &req.old_object, vars.clone())
+    };
+    let mut vars = HashMap::new();
+    for cond in list("matchConditions") {
+        match eval(str_of(&cond["expression"], "matchCondition"), &fresh(&vars)) {
+            Ok(cel::Value::Bool(true)) => {}
+            Ok(cel::Value::Bool(false)) => return None,
+            other => return Some(Err(format!("matchCondition: {other:?}"))),
+        }
+    }
+    // Variables are lazy in the API server; evaluated eagerly here, one that fails is
+    // left out, so an expression that uses it fails as it would there.
+    for var in list("variables") {
+        let name = str_of(&var["name"], "variable name");
+        if let Ok(v) = eval(str_of(&var["expression"], "variable"), &fresh(&vars)) {
+            vars.insert(name.to_string(), v);
+        }
+    }
+    for validation in list("validations") {
+        let ctx = fresh(&vars);
+        match eval(str_of(&validation["expression"], "validation"), &ctx) {
+            Ok(cel::Value::Bool(true)) => {}
+            Ok(cel::Value::Bool(false)) => {
+                let message = match validation.get("messageExpression") {
+                    Some(m) => match eval(str_of(m, "messageExpression"), &ctx) {
+                        Ok(cel::Value::String(s)) => s.to_string(),
+                        other => panic!("messageExpression {m}: {other:?}"),
+                    },
+                    None => str_of(&validation["message"], "message").to_string(),
+                };
+                assert!(
+                    validation["message"].is_string(),
+                    "a static message backs every messageExpression"
+                );
+                return Some(Err(message));
+            }
+            other => return Some(Err(format!("validation error: {other:?}"))),
+        }
+    }
+    Some(Ok(()))
+}
+
+fn admit(objs: &[Value], req: &Request) -> Verdict {
+    let mut verdict = Verdict::NotMatched;
+    for binding in all_of(objs, "ValidatingAdmissionPolicyBinding") {
+        let policy = all_of(objs, "ValidatingAdmissionPolicy")
+            .into_iter()
+            .find(|p| p["metadata"]["name"] == binding["spec"]["policyName"])
+            .unwrap();
+        if !policy_matches_resource(policy, req) || !binding_selects(binding, &req.namespace) {
+            continue;
+        }
+        match evaluate(policy, req) {
+            None => {}
+            Some(Ok(())) => verdict = Verdict::Allowed,
+            Some(Err(message)) => return Verdict::Denied(message),
+        }
+    }
+    verdict
+}
+
+const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+const DOCKERCONFIGJSON: &str = "kubernetes.io/dockerconfigjson";
+
+fn secret(namespace: &str, name: &str, type_: &str, labels: Value) -> Value {
+    let mut s = json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace, "uid": "u-1", "resourceVersion": "7"},
+        "type": type_,
+        "data": {".dockerconfigjson": "e30="},
+    });
+    if !labels.is_null() {
+        s["metadata"]["labels"] = labels;
+    }
+    s
+}
+
+fn ours(namespace: &str, name: &str) -> Value {
+    secret(
+        namespace,
+        name,
+        DOCKERCONFIGJSON,
+        json!({MANAGED_BY: "ecr-token-refresh", "ecr.aws.edenlab.io/owner-name": "ecr-credentials"}),
+    )
+}
+
+fn service_account(namespace: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {
+            "name": "builder",
+            "namespace": namespace,
+            "uid": "u-2",
+            "resourceVersion": "3",
+            "labels": {"team": "a"},
+            "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": "u-3"}],
+            "finalizers": ["example.com/keep"],
+        },
+        "secrets": [{"name": "builder-token"}],
+        "imagePullSecrets": [{"name": "registry"}],
+        "automountServiceAccountToken": false,
+    })
+}
+
+/// Runs the sample requests against one rendered overlay; `namespace` is where the
+/// operator may write.
+fn assert_policies_decide(objs: &[Value], namespace: &str) {
+    let (sa_ns, sa_name) = operator_account(objs);
+    let operator = format!("system:serviceaccount:{sa_ns}:{sa_name}");
+    let req = |operation, resource, name: &str, object: Value, old_object: Value| Request {
+        user: operator.clone(),
+        operation,
+        resource,
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        object,
+        old_object,
+    };
+    let denied = |r: &Request, wanted: &[&str]| match admit(objs, r) {
+        Verdict::Denied(message) => {
+            for w in wanted {
+                assert!(message.contains(w), "{message:?} lacks {w:?}");
+            }
+        }
+        other => panic!(
+            "{} {} {}/{} by {}: {other:?}, wanted Denied",
+            r.operation, r.resource, r.namespace, r.name, r.user
+        ),
+    };
+    let allowed = |r: &Request| {
+        assert_eq!(
+            admit(objs, r),
+            Verdict::Allowed,
+            "{} {} {}/{}",
+            r.operation,
+            r.resource,
+            r.namespace,
+            r.name
+        );
+    };
+    let managed = json!({MANAGED_BY: "ecr-token-refresh"});
+    let null = Value::Null;
+
+    // Secrets: create only our own kind.
+    let opaque = secret(namespace, "ecr-credentials", "Opaque", managed.clone());
+    denied(
+        &req("CREATE", "secrets", "ecr-credentials", opaque, null.clone()),
+        &["CREATE Secret", &format!("{namespace}/ecr-credentials")],
+    );
+    let unlabelled = secret(namespace, "ecr-credentials", DOCKERCONFIGJSON, null.clone());
+    denied(
+        &req(
+            "CREATE",
+            "secrets",
+            "ecr-credentials",
+            unlabelled,
+            null.clone(),
+        ),
+        &["CREATE Secret"],
+    );
+    let helm = secret(
+        namespace,
+        "ecr-credentials",
+        DOCKERCONFIGJSON,
+        json!({MANAGED_BY: "Helm"}),
+    );
+    denied(
+        &req("CREATE", "secrets", "ecr-credentials", helm, null.clone()),
+        &["CREATE Secret"],
+    );
+    allowed(&req(
+        "CREATE",
+        "secrets",
+        "ecr-credentials",
+        ours(namespace, "ecr-credentials"),
+        null.clone(),
+    ));
+
+    // Secrets: update and delete only what we wrote, and keep it ours.
+    let foreign = secret(
+        namespace,
+        "pull",
+        DOCKERCONFIGJSON,
+        json!({"app": "someone-else"}),
+    );
+    denied(
+        &req(
+            "UPDATE",
+            "secrets",
+            "pull",
+            ours(namespace, "pull"),
+            foreign.clone(),
+        ),
+        &[
+            "UPDATE Secret",
+            &format!("{namespace}/pull"),
+            "did not write",
+        ],
+    );
+    denied(
+        &req("DELETE", "secrets", "pull", null.clone(), foreign),
+        &[
+            "DELETE Secret",
+            &format!("{namespace}/pull"),
+            "did not write",
+        ],
+    );
+    let helm_pull = secret(
+        namespace,
+        "pull",
+        DOCKERCONFIGJSON,
+        json!({MANAGED_BY: "Helm"}),
+    );
+    denied(
+        &req("DELETE", "secrets", "pull", null.clone(), helm_pull),
+        &["DELETE Secret", "did not write"],
+    );
+    let foreign_opaque = secret(namespace, "db", "Opaque", managed.clone());
+    denied(
+        &req("DELETE", "secrets", "db", null.clone(), foreign_opaque),
+        &["DELETE Secret"],
+    );
+    let mut refreshed = ours(namespace, "ecr-credentials");
+    refreshed["data"][".dockerconfigjson"] = json!("eyJhdXRocyI6e319");
+    allowed(&req(
+        "UPDATE",
+        "secrets",
+        "ecr-credentials",
+        refreshed,
+        ours(namespace, "ecr-credentials"),
+    ));
+    let mut disowned = ours(namespace, "ecr-credentials");
+    disowned["metadata"]["labels"]
+        .as_object_mut()
+        .unwrap()
+        .remove(MANAGED_BY);
+    denied(
+        &req(
+            "UPDATE",
+            "secrets",
+            "ecr-credentials",
+            disowned,
+            ours(namespace, "ecr-credentials"),
+        ),
+        &["UPDATE Secret"],
+    );
+    allowed(&req(
+        "DELETE",
+        "secrets",
+        "ecr-credentials",
+        null.clone(),
+        ours(namespace, "ecr-credentials"),
+    ));
+
+    // Anyone else is not matched at all, whatever they do.
+    for user in [
+        "kubernetes-admin",
+        "system:serviceaccount:kube-system:generic-garbage-collector",
+        &format!("system:serviceaccount:{namespace}:default"),
+    ] {
+        let opaque = secret(namespace, "db", "Opaque", null.clone());
+        let mut r = req("CREATE", "secrets", "db", opaque.clone(), null.clone());
+        r.user = user.to_string();
+        assert_eq!(admit(objs, &r), Verdict::NotMatched, "{user}");
+        let mut r = req("DELETE", "secrets", "db", null.clone(), opaque);
+        r.user = user.to_string();
+        assert_eq!(admit(objs, &r), Verdict::NotMatched, "{user}");
+        let mut r = req(
+            "DELETE",
+            "serviceaccounts",
+            "builder",
+            null.clone(),
+            service_account(namespace),
+        );
+        r.user = user.to_string();
+        assert_eq!(admit(objs, &r), Verdict::NotMatched, "{user}");
+    }
+
+    // ServiceAccounts: imagePullSecrets and annotations only.
+    let old = service_account(namespace);
+    let mut pulls = old.clone();
+    pulls["imagePullSecrets"] = json!([{"name": "registry"}, {"name": "ecr-credentials"}]);
+    pulls["metadata"]["resourceVersion"] = json!("4");
+    allowed(&req(
+        "UPDATE",
+        "serviceaccounts",
+        "builder",
+        pulls.clone(),
+        old.clone(),
+    ));
+    let mut annotated = pulls.clone();
+    annotated["metadata"]["annotations"] =
+        json!({"ecr.aws.edenlab.io/image-pull-secrets": "ecr-credentials"});
+    allowed(&req(
+        "UPDATE",
+        "serviceaccounts",
+        "builder",
+        annotated,
+        old.clone(),
+    ));
+    // Absent fields stay absent: allowed (the has() guards hold).
+    let mut bare = old.clone();
+    for k in [
+        "secrets",
+        "imagePullSecrets",
+        "automountServiceAccountToken",
+    ] {
+        bare.as_object_mut().unwrap().remove(k);
+    }
+    for k in ["labels", "ownerReferences", "finalizers"] {
+        bare["metadata"].as_object_mut().unwrap().remove(k);
+    }
+    let mut bare_pulls = bare.clone();
+    bare_pulls["imagePullSecrets"] = json!([{"name": "ecr-credentials"}]);
+    allowed(&req(
+        "UPDATE",
+        "serviceaccounts",
+        "builder",
+        bare_pulls,
+        bare.clone(),
+    ));
+    // Any other change, to another value, removed, or added where there was none.
+    let other_owner = json!([{"apiVersion": "v1", "kind": "Pod", "name": "x", "uid": "u"}]);
+    for (field, change) in [
+        ("secrets", json!({"secrets": [{"name": "stolen-token"}]})),
+        ("secrets", json!({"secrets": null})),
+        (
+            "automountServiceAccountToken",
+            json!({"automountServiceAccountToken": true}),
+        ),
+        (
+            "automountServiceAccountToken",
+            json!({"automountServiceAccountToken": null}),
+        ),
+        ("labels", json!({"metadata": {"labels": {"team": "b"}}})),
+        ("labels", json!({"metadata": {"labels": null}})),
+        (
+            "ownerReferences",
+            json!({"metadata": {"ownerReferences": other_owner}}),
+        ),
+        (
+            "ownerReferences",
+            json!({"metadata": {"ownerReferences": null}}),
+        ),
+        ("finalizers", json!({"metadata": {"finalizers": ["x/y"]}})),
+        ("finalizers", json!({"metadata": {"finalizers": null}})),
+    ] {
+        let mut changed = pulls.clone();
+        merge_patch(&mut changed, &change);
+        denied(
+            &req("UPDATE", "serviceaccounts", "builder", changed, old.clone()),
+            &[field, &format!("ServiceAccount {namespace}/builder")],
+        );
+        let mut added = bare.clone();
+        merge_patch(&mut added, &change);
+        if added != bare {
+            denied(
+                &req("UPDATE", "serviceaccounts", "builder", added, bare.clone()),
+                &[field],
+            );
+        }
+    }
+    denied(
+        &req(
+            "CREATE",
+            "serviceaccounts",
+            "builder",
+            old.clone(),
+            null.clone(),
+        ),
+        &["CREATE ServiceAccount"],
+    );
+    denied(
+        &req("DELETE", "serviceaccounts", "builder", null.clone(), old),
+        &["DELETE ServiceAccount"],
+    );
+}
+
+/// RFC 7386 JSON merge patch (what `kubectl patch --type merge` does).
+fn merge_patch(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(p) => {
+            if !target.is_object() {
+                *target = json!({});
+            }
+            let t = target.as_object_mut().unwrap();
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        _ => *target = patch.clone(),
+    }
+}
+
+#[test]
+fn the_cluster_wide_policies_fence_the_operators_writes() {
+    let objs = render("default");
+    for namespace in ["ecr-token-refresh-system", "apps", "team-b"] {
+        assert_policies_decide(&objs, namespace);
+    }
+}
+
+#[test]
+fn the_namespaced_policies_fence_the_operators_writes_in_its_namespace() {
+    let objs = render("namespaced");
+    let (namespace, name) = operator_account(&objs);
+    assert_policies_decide(&objs, namespace);
+    // Elsewhere the bindings do not apply (RBAC already refuses every write there).
+    let r = Request {
+        user: format!("system:serviceaccount:{namespace}:{name}"),
+        operation: "CREATE",
+        resource: "secrets",
+        namespace: "team-b".into(),
+        name: "db".into(),
+        object: secret("team-b", "db", "Opaque", Value::Null),
+        old_object: Value::Null,
+    };
+    assert_eq!(admit(&objs, &r), Verdict::NotMatched);
 }
