@@ -255,6 +255,7 @@ pub async fn reconcile(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Result<Ac
             let request = TokenRequest {
                 region: spec.registry.region.clone(),
                 registry_id: spec.registry.account_id.clone(),
+                fips: spec.registry.fips,
             };
             match ctx.tokens.authorization_token(&request).await {
                 Ok(token) => {
