@@ -17,8 +17,8 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_ecr::config::endpoint::{DefaultResolver, EndpointFuture, Params, ResolveEndpoint};
 use aws_sdk_ecr::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_ecr::operation::RequestId;
 use aws_smithy_runtime_api::http::Response as HttpResponse;
-use aws_smithy_types::error::display::DisplayErrorContext;
 use jiff::Timestamp;
 
 use super::{
@@ -258,7 +258,7 @@ impl TokenSource for AwsTokenSource {
             Err(err) => {
                 let kind = classify(&err);
                 tracing::Span::current().record("outcome", kind.label());
-                return Err(fail(kind, DisplayErrorContext(&err).to_string()));
+                return Err(fail(kind, describe(&err)));
             }
         };
         let invalid = |message: &str| {
@@ -288,13 +288,58 @@ impl TokenSource for AwsTokenSource {
     }
 }
 
+/// What went wrong, for status conditions, events and logs: the error code and message
+/// ECR sent (with the HTTP status and request ID), or else the chain of causes.
+///
+/// Built from `Display` and error metadata only: the SDK's `Debug` of a service error (which
+/// `DisplayErrorContext` appends) holds the raw HTTP response, and the body of a 200 the
+/// SDK could not parse carries the token.
+fn describe<E>(err: &SdkError<E, HttpResponse>) -> String
+where
+    E: ProvideErrorMetadata + StdError + 'static,
+{
+    let SdkError::ServiceError(s) = err else {
+        return causes(err);
+    };
+    let mut what = match (s.err().code(), s.err().message()) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code.to_string(),
+        (None, _) => causes(err),
+    };
+    what.push_str(&format!(" (HTTP {}", s.raw().status().as_u16()));
+    if let Some(id) = err.request_id() {
+        what.push_str(&format!(", request ID {id}"));
+    }
+    what.push(')');
+    what
+}
+
+/// The `Display` of an error and of each of its sources, joined by `: `, repeats skipped.
+fn causes(err: &(dyn StdError + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        let text = e.to_string();
+        if parts.last() != Some(&text) {
+            parts.push(text);
+        }
+        cur = e.source();
+    }
+    parts.join(": ")
+}
+
 /// Sorts an SDK error into an [`FailureKind`], from the error code first and the HTTP
 /// status second.
+///
+/// A 2xx answer whose body the SDK cannot parse reaches us as a `ServiceError` without
+/// a code (aws-sdk-ecr wraps the parse failure as an unhandled operation error, not a
+/// `ResponseError`): that is an [`FailureKind::InvalidResponse`].
 fn classify<E>(err: &SdkError<E, HttpResponse>) -> FailureKind
 where
     E: ProvideErrorMetadata + StdError + 'static,
 {
     match err {
+        SdkError::ServiceError(s) if s.raw().status().is_success() => FailureKind::InvalidResponse,
         SdkError::TimeoutError(_) => FailureKind::Network,
         SdkError::DispatchFailure(d) => {
             if caused_by_credentials(err) {
@@ -591,6 +636,57 @@ mod tests {
         source.client(&key("us-east-1", true));
         let keys = source.client_keys();
         assert!(keys.contains(&key("us-east-1", true)) && keys.contains(&key("us-east-1", false)));
+    }
+
+    /// An SDK service error with this status and body, as the SDK would build it.
+    fn service_error(
+        status: u16,
+        body: &str,
+        err: aws_sdk_ecr::operation::get_authorization_token::GetAuthorizationTokenError,
+    ) -> SdkError<
+        aws_sdk_ecr::operation::get_authorization_token::GetAuthorizationTokenError,
+        HttpResponse,
+    > {
+        let status = status.try_into().expect("status code");
+        let raw = HttpResponse::new(status, aws_smithy_types::body::SdkBody::from(body));
+        SdkError::service_error(err, raw)
+    }
+
+    #[test]
+    fn an_unparsable_200_is_an_invalid_response_and_its_body_stays_out_of_the_message() {
+        use aws_sdk_ecr::operation::get_authorization_token::GetAuthorizationTokenError;
+        let token = "QVdTOnNlY3JldC1wYXNzd29yZA==";
+        let body = format!(r#"{{"authorizationData": [{{"authorizationToken": "{token}", "exp"#);
+        let err = service_error(
+            200,
+            &body,
+            GetAuthorizationTokenError::unhandled("failed to parse JSON: unexpected end of stream"),
+        );
+        assert_eq!(classify(&err), FailureKind::InvalidResponse);
+        let message = describe(&err);
+        assert!(!message.contains(token), "{message}");
+        assert!(message.contains("unexpected end of stream"), "{message}");
+        assert!(message.contains("HTTP 200"), "{message}");
+    }
+
+    #[test]
+    fn a_service_error_is_described_by_its_code_and_message() {
+        use aws_sdk_ecr::operation::get_authorization_token::GetAuthorizationTokenError;
+        use aws_smithy_types::error::ErrorMetadata;
+        let meta = ErrorMetadata::builder()
+            .code("ThrottlingException")
+            .message("Rate exceeded")
+            .build();
+        let err = service_error(
+            400,
+            r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#,
+            GetAuthorizationTokenError::generic(meta),
+        );
+        assert_eq!(classify(&err), FailureKind::Throttled);
+        assert_eq!(
+            describe(&err),
+            "ThrottlingException: Rate exceeded (HTTP 400)"
+        );
     }
 
     #[test]
