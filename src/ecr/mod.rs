@@ -26,8 +26,13 @@ pub struct TokenRequest {
     pub region: String,
     /// The registry ID, which is the 12-digit AWS account ID of the registry.
     pub registry_id: String,
-    /// Ask the FIPS endpoint (`ecr-fips.<region>.amazonaws.com`); set for `dkr.ecr-fips.`
-    /// registry hosts.
+    /// Ask ECR's FIPS endpoint; set for `dkr.ecr-fips.` registry hosts. AWS documents
+    /// it as `ecr-fips.<region>.amazonaws.com`
+    /// ([ECR endpoints](https://docs.aws.amazon.com/general/latest/gr/ecr.html),
+    /// [FIPS endpoints](https://aws.amazon.com/compliance/fips/)); the host actually used
+    /// is the one aws-sdk-ecr's endpoint rules give for FIPS, which for aws-sdk-ecr 1.138
+    /// is `api.ecr-fips.<region>.amazonaws.com`. An endpoint override
+    /// (`AWS_ENDPOINT_URL_ECR`) takes precedence over it.
     pub fips: bool,
 }
 

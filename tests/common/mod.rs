@@ -2,6 +2,7 @@
 //! token source, and the controller running in-process.
 #![allow(dead_code)]
 
+pub mod ecr;
 pub mod moto;
 pub mod otlp;
 pub mod tokens;
