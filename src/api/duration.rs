@@ -95,12 +95,17 @@ pub fn parse_go_duration(input: &str) -> Result<Duration, DurationError> {
         } else {
             int_part.parse().map_err(|_| overflow())?
         };
+        if whole > i64::MAX as u128 {
+            return Err(overflow());
+        }
         let mut value = whole.checked_mul(nanos_per_unit).ok_or_else(overflow)?;
         // Fraction: digits / 10^len of the unit; digits past nanosecond precision are dropped.
         let mut scale = nanos_per_unit;
         for d in frac_part.bytes().take(30) {
             scale /= 10;
-            value += u128::from(d - b'0') * scale;
+            value = value
+                .checked_add(u128::from(d - b'0') * scale)
+                .ok_or_else(overflow)?;
         }
         total = total.checked_add(value).ok_or_else(overflow)?;
         if total > i64::MAX as u128 {
@@ -184,6 +189,27 @@ mod tests {
             parse_go_duration("9999999999999h"),
             Err(DurationError::Overflow(_))
         ));
+    }
+
+    #[test]
+    fn huge_values_are_errors_never_wrapped_or_panics() {
+        // Fits u128 after the multiplication, then the fraction pushed it over: once read as
+        // 8 seconds.
+        for huge in [
+            "94522879700260684295381835.4h",
+            "340282366920938463463374607431768211455ns",
+            "99999999999999999999999999999999999999999h",
+            "2562047h48m",
+            "9223372036854775808ns",
+        ] {
+            assert!(
+                matches!(parse_go_duration(huge), Err(DurationError::Overflow(_))),
+                "{huge}: {:?}",
+                parse_go_duration(huge)
+            );
+        }
+        // The largest Go duration still parses.
+        assert!(parse_go_duration("9223372036854775807ns").is_ok());
     }
 
     #[test]

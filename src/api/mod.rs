@@ -13,6 +13,25 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use duration::{DurationError, parse_go_duration};
+
+/// Limits on the spec, the same in the CRD schema (rejected at admission) and in
+/// [`ECRTokenRefreshSpec::validate`] (the controller enforces them too).
+pub mod limits {
+    /// Longest `spec.frequency`.
+    pub const MAX_FREQUENCY: usize = 64;
+    /// Longest `spec.region`.
+    pub const MAX_REGION: usize = 32;
+    /// Most entries in `spec.serviceAccounts`.
+    pub const MAX_SERVICE_ACCOUNTS: usize = 32;
+    /// Longest plugin name in `spec.policy`.
+    pub const MAX_PLUGIN_NAME: usize = 63;
+    /// Most entries in `spec.policy.parameters`.
+    pub const MAX_PARAMETERS: usize = 32;
+    /// Longest parameter name.
+    pub const MAX_PARAMETER_NAME: usize = 63;
+    /// Longest parameter value, in bytes.
+    pub const MAX_PARAMETER_VALUE: usize = 1024;
+}
 pub use registry::{Partition, RegistryError, RegistryHost, parse_registry_host};
 
 /// API group of the custom resources.
@@ -62,11 +81,14 @@ pub struct ECRTokenRefreshSpec {
     /// `300s`); must be positive. The refresh happens at the earlier of this and the token's
     /// expiry minus a safety margin, so a long frequency never lets a token lapse
     /// (ECR tokens live 12 hours).
-    #[schemars(regex(pattern = r"^\+?(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|ms|s|m|h))+$"))]
+    #[schemars(
+        regex(pattern = r"^\+?(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|ms|s|m|h))+$"),
+        length(max = 64)
+    )]
     pub frequency: String,
 
     /// AWS region of the registry, e.g. `us-east-1`; must match the region in `ecrRegistry`.
-    #[schemars(regex(pattern = r"^[a-z]{2}(-[a-z]+)+-[0-9]+$"))]
+    #[schemars(regex(pattern = r"^[a-z]{2}(-[a-z]+)+-[0-9]+$"), length(max = 32))]
     pub region: String,
 
     /// ServiceAccounts (by name) in each namespace that receives the Secret whose
@@ -74,6 +96,7 @@ pub struct ECRTokenRefreshSpec {
     /// is there and removed only when the operator removes its Secret. Empty (the
     /// default): ServiceAccounts are left alone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(min = 1, max = 253)))]
     pub service_accounts: Vec<String>,
 
     /// Optional policy plugins, by the names the cluster owner registered in the operator's
@@ -90,15 +113,27 @@ pub struct ECRTokenRefreshSpec {
 pub struct PolicySpec {
     /// Plugin deciding the Secret name. Omitted: the resource's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
     pub naming: Option<String>,
     /// Plugin choosing the namespaces that receive the Secret. Omitted: the resource's own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
     pub fanout: Option<String>,
     /// Plugin deciding when to retry after a failure. Omitted: exponential backoff with jitter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
     pub retry: Option<String>,
-    /// String parameters passed to the plugins of this resource.
+    /// String parameters passed to the plugins of this resource: at most 32, keys up to 63
+    /// and values up to 1024 bytes.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend(
+            "additionalProperties" = {"type": "string", "maxLength": limits::MAX_PARAMETER_VALUE},
+            "maxProperties" = limits::MAX_PARAMETERS,
+            "x-kubernetes-validations" = [{
+                "rule": "self.all(k, size(k) <= 63)",
+                "message": "parameter names are at most 63 characters"
+            }]
+    ))]
     pub parameters: BTreeMap<String, String>,
 }
 
@@ -194,12 +229,73 @@ pub struct SpecError {
 }
 
 impl ECRTokenRefreshSpec {
+    /// The size limits of [`limits`], checked before anything is parsed (so an oversized
+    /// value is reported as such, quoted only in part).
+    fn check_limits(&self) -> Result<(), SpecError> {
+        let too_long = |field: &'static str, value: &str, max: usize| -> Result<(), SpecError> {
+            if value.len() > max {
+                let shown: String = value.chars().take(40).collect();
+                return Err(SpecError {
+                    field,
+                    message: format!(
+                        "is {} bytes long ({shown:?}…); at most {max} are allowed",
+                        value.len()
+                    ),
+                });
+            }
+            Ok(())
+        };
+        too_long("ecrRegistry", &self.ecr_registry, 253)?;
+        too_long("frequency", &self.frequency, limits::MAX_FREQUENCY)?;
+        too_long("region", &self.region, limits::MAX_REGION)?;
+        if self.service_accounts.len() > limits::MAX_SERVICE_ACCOUNTS {
+            return Err(SpecError {
+                field: "serviceAccounts",
+                message: format!(
+                    "has {} entries; at most {} are allowed",
+                    self.service_accounts.len(),
+                    limits::MAX_SERVICE_ACCOUNTS
+                ),
+            });
+        }
+        let Some(policy) = &self.policy else {
+            return Ok(());
+        };
+        for (field, name) in [
+            ("policy.naming", &policy.naming),
+            ("policy.fanout", &policy.fanout),
+            ("policy.retry", &policy.retry),
+        ] {
+            too_long(
+                field,
+                name.as_deref().unwrap_or(""),
+                limits::MAX_PLUGIN_NAME,
+            )?;
+        }
+        if policy.parameters.len() > limits::MAX_PARAMETERS {
+            return Err(SpecError {
+                field: "policy.parameters",
+                message: format!(
+                    "has {} entries; at most {} are allowed",
+                    policy.parameters.len(),
+                    limits::MAX_PARAMETERS
+                ),
+            });
+        }
+        for (k, v) in &policy.parameters {
+            too_long("policy.parameters", k, limits::MAX_PARAMETER_NAME)?;
+            too_long("policy.parameters", v, limits::MAX_PARAMETER_VALUE)?;
+        }
+        Ok(())
+    }
+
     /// Validates the spec the way admission would, and more (the region must agree with
     /// the host).
     ///
     /// # Errors
     /// The first [`SpecError`] found, naming the field.
     pub fn validate(&self) -> Result<ValidSpec, SpecError> {
+        self.check_limits()?;
         let registry = parse_registry_host(&self.ecr_registry).map_err(|e| SpecError {
             field: "ecrRegistry",
             message: e.to_string(),
@@ -228,6 +324,15 @@ impl ECRTokenRefreshSpec {
                 return Err(SpecError {
                     field: "serviceAccounts",
                     message: format!("item {i}: {sa:?} is not a valid ServiceAccount name"),
+                });
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, sa) in self.service_accounts.iter().enumerate() {
+            if !seen.insert(sa) {
+                return Err(SpecError {
+                    field: "serviceAccounts",
+                    message: format!("item {i}: {sa:?} is listed twice"),
                 });
             }
         }
@@ -290,6 +395,51 @@ mod tests {
         s.ecr_registry = "docker.io".into();
         let e = s.validate().unwrap_err();
         assert!(e.to_string().starts_with("spec.ecrRegistry: "), "{e}");
+    }
+
+    #[test]
+    fn oversized_and_look_alike_values_are_refused_naming_the_field() {
+        let mut s = sample();
+        s.frequency = format!("{}h", "9".repeat(100));
+        let e = s.validate().unwrap_err();
+        assert_eq!(e.field, "frequency");
+        assert!(e.to_string().len() < 300, "{e}");
+
+        let mut s = sample();
+        s.service_accounts = (0..33).map(|i| format!("sa-{i}")).collect();
+        assert_eq!(s.validate().unwrap_err().field, "serviceAccounts");
+        let mut s = sample();
+        s.service_accounts = vec!["default".into(), "default".into()];
+        assert_eq!(s.validate().unwrap_err().field, "serviceAccounts");
+
+        let mut s = sample();
+        s.policy = Some(PolicySpec {
+            parameters: (0..33).map(|i| (format!("k{i}"), "v".into())).collect(),
+            ..Default::default()
+        });
+        assert_eq!(s.validate().unwrap_err().field, "policy.parameters");
+        s.policy = Some(PolicySpec {
+            parameters: BTreeMap::from([("k".into(), "v".repeat(1025))]),
+            ..Default::default()
+        });
+        assert_eq!(s.validate().unwrap_err().field, "policy.parameters");
+
+        // Unicode look-alikes: full-width digits, a Cyrillic 'е', a non-ASCII hyphen.
+        for host in [
+            "１２３456789012.dkr.ecr.us-east-1.amazonaws.com",
+            "123456789012.dkr.еcr.us-east-1.amazonaws.com",
+            "123456789012.dkr.ecr.us‐east‐1.amazonaws.com",
+        ] {
+            let mut s = sample();
+            s.ecr_registry = host.into();
+            assert_eq!(s.validate().unwrap_err().field, "ecrRegistry", "{host}");
+        }
+        let mut s = sample();
+        s.region = "us-eаst-1".into(); // Cyrillic 'а'
+        assert_eq!(s.validate().unwrap_err().field, "region");
+        let mut s = sample();
+        s.frequency = "８h".into();
+        assert_eq!(s.validate().unwrap_err().field, "frequency");
     }
 
     #[test]
