@@ -136,17 +136,33 @@ pub const SECRET_BEARING_TARGETS: &[&str] = &[
     "h2",
 ];
 
-/// Whether an event may be logged at all: never `trace` from [`SECRET_BEARING_TARGETS`],
-/// whatever `RUST_LOG` or `log.level` say.
+/// Targets whose events, at any level, may quote a whole API answer: kube's client logs
+/// an answer it could not decode (`warn!("{}, {:?}", text, e)`), and an answer to a Secret
+/// read or write carries the Secret's data. Their events are never logged or exported.
+/// (The operator asks for metadata-only answers to its Secret writes and decodes them
+/// itself; this is the second line.)
+pub const BODY_QUOTING_TARGETS: &[&str] = &["kube_client::client"];
+
+fn under(target: &str, prefix: &str) -> bool {
+    target == prefix
+        || target
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with("::"))
+}
+
+/// Whether an event may be logged or exported at all: never `trace` from
+/// [`SECRET_BEARING_TARGETS`], never anything from [`BODY_QUOTING_TARGETS`], whatever
+/// `RUST_LOG` or `log.level` say. Spans are not affected (they carry no bodies).
 pub fn is_loggable(meta: &tracing::Metadata<'_>) -> bool {
+    if meta.is_span() {
+        return true;
+    }
+    let target = meta.target();
+    if BODY_QUOTING_TARGETS.iter().any(|t| under(target, t)) {
+        return false;
+    }
     *meta.level() != tracing::Level::TRACE
-        || !SECRET_BEARING_TARGETS.iter().any(|t| {
-            meta.target() == *t
-                || meta
-                    .target()
-                    .strip_prefix(t)
-                    .is_some_and(|rest| rest.starts_with("::"))
-        })
+        || !SECRET_BEARING_TARGETS.iter().any(|t| under(target, t))
 }
 
 /// Installs the global subscriber: logs as configured, plus OTLP span export when
@@ -165,7 +181,7 @@ pub fn init(log: &LogConfig, telemetry: &TelemetryConfig) -> Result<Telemetry, T
     let otel_layer = tracer.as_ref().map(|t| {
         tracing_opentelemetry::layer()
             .with_tracer(t.tracer())
-            .with_filter(EnvFilter::new(EXPORT_FILTER))
+            .with_filter(EnvFilter::new(EXPORT_FILTER).and(filter_fn(is_loggable)))
     });
     let ansi = std::io::stderr().is_terminal();
     let fmt_layer: Box<dyn Layer<Registry> + Send + Sync> = match log.format {
@@ -270,6 +286,22 @@ mod tests {
             assert!(
                 tracing::enabled!(target: "aws_smithy_runtime_not_a_prefix_match", Level::TRACE)
             );
+        });
+    }
+
+    #[test]
+    fn kube_client_answers_are_never_logged_at_any_level() {
+        let filter = EnvFilter::new("trace").and(filter_fn(is_loggable));
+        let layer = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::sink)
+            .with_filter(filter);
+        let subscriber = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(subscriber, || {
+            assert!(!tracing::enabled!(target: "kube_client::client", Level::WARN));
+            assert!(!tracing::enabled!(target: "kube_client::client", Level::ERROR));
+            assert!(!tracing::enabled!(target: "kube_client::client::builder", Level::DEBUG));
+            assert!(tracing::enabled!(target: "kube_client::clientele", Level::WARN));
+            assert!(tracing::enabled!(target: "kube_runtime::watcher", Level::DEBUG));
         });
     }
 
