@@ -7,6 +7,7 @@ pub mod moto;
 pub mod otlp;
 pub mod tokens;
 pub mod web;
+pub mod world;
 
 use std::sync::Arc;
 use std::time::Duration;

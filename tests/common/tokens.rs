@@ -18,6 +18,12 @@ pub struct ScriptedTokens {
     pub calls: AtomicU32,
     pub failing: AtomicBool,
     pub lifetime: Mutex<SignedDuration>,
+    /// How calls fail while failing (default: network).
+    pub kind: Mutex<FailureKind>,
+    /// Fail only for these regions (empty: every region).
+    pub regions: Mutex<Vec<String>>,
+    /// The error message while failing.
+    pub message: Mutex<String>,
 }
 
 impl Default for ScriptedTokens {
@@ -27,6 +33,9 @@ impl Default for ScriptedTokens {
             calls: AtomicU32::new(0),
             failing: AtomicBool::new(false),
             lifetime: Mutex::new(SignedDuration::from_hours(12)),
+            kind: Mutex::new(FailureKind::Network),
+            regions: Mutex::new(Vec::new()),
+            message: Mutex::new("connection refused (scripted)".into()),
         }
     }
 }
@@ -48,6 +57,12 @@ impl ScriptedTokens {
     pub fn fail(&self, on: bool) {
         self.failing.store(on, Ordering::SeqCst);
     }
+    /// Fails every call for `region` with `kind` from now on.
+    pub fn fail_in(&self, region: &str, kind: FailureKind) {
+        *self.kind.lock().unwrap() = kind;
+        self.regions.lock().unwrap().push(region.to_string());
+        self.fail(true);
+    }
     /// The password handed out by call `n` (1-based).
     pub fn password(n: u32) -> String {
         format!("secret-password-{n}:with-colon")
@@ -61,12 +76,15 @@ impl TokenSource for ScriptedTokens {
         request: &TokenRequest,
     ) -> Result<AuthorizationToken, EcrError> {
         self.attempts.fetch_add(1, Ordering::SeqCst);
-        if self.failing.load(Ordering::SeqCst) {
+        let regions = self.regions.lock().unwrap().clone();
+        if self.failing.load(Ordering::SeqCst)
+            && (regions.is_empty() || regions.contains(&request.region))
+        {
             return Err(EcrError {
-                kind: FailureKind::Network,
+                kind: *self.kind.lock().unwrap(),
                 registry_id: request.registry_id.clone(),
                 region: request.region.clone(),
-                message: "connection refused (scripted)".into(),
+                message: self.message.lock().unwrap().clone(),
             });
         }
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
