@@ -157,7 +157,7 @@ impl ApiError {
         );
         e.details = Some(Box::new(StatusDetails {
             name: name.to_string(),
-            group: rt.group.clone(),
+            group: rt.error_group().to_string(),
             kind: rt.kind.clone(),
             ..StatusDetails::default()
         }));
@@ -193,7 +193,7 @@ impl ApiError {
 
     /// 422 Invalid for an object of `rt` (`errors.NewInvalid` with the kind).
     pub(crate) fn invalid(rt: &ResourceType, name: &str, errs: &[FieldError]) -> Self {
-        Self::invalid_kind(&rt.qualified_kind(), &rt.group, &rt.kind, name, errs)
+        Self::invalid_kind(&rt.qualified_kind(), rt.error_group(), &rt.kind, name, errs)
     }
 
     /// 422 Invalid with an explicit qualified kind (`Kind.group`), group

@@ -64,11 +64,25 @@ impl ResourceType {
 
     /// `Kind` for core types, `Kind.group` otherwise (as `GroupKind.String()`
     /// renders it in Invalid messages).
+    ///
+    /// `events.k8s.io` Events are validated by the core Event strategy, so
+    /// the real server names them `Event` (the core kind) in its errors.
     pub(crate) fn qualified_kind(&self) -> String {
-        if self.group.is_empty() {
+        let group = self.error_group();
+        if group.is_empty() {
             self.kind.clone()
         } else {
-            format!("{}.{}", self.kind, self.group)
+            format!("{}.{group}", self.kind)
+        }
+    }
+
+    /// The group the real server reports in Invalid errors (see
+    /// [`ResourceType::qualified_kind`]).
+    pub(crate) fn error_group(&self) -> &str {
+        if self.group == "events.k8s.io" && self.kind == "Event" {
+            ""
+        } else {
+            &self.group
         }
     }
 
