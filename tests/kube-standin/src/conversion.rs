@@ -201,6 +201,11 @@ fn drop_empty(map: &mut Map<String, Value>, field: &str) {
 /// decode/default/convert path does. `Err` carries the decoder's message
 /// (the caller wraps it as a 400, or as a 422 for patches).
 pub(crate) fn normalize(rt: &ResourceType, obj: &mut Value) -> Result<(), String> {
+    if let Some(meta) = obj.get("metadata") {
+        check_string_map(meta, "ObjectMeta", "labels")
+            .and_then(|()| check_string_map(meta, "ObjectMeta", "annotations"))
+            .map_err(|e| e.replace("ObjectMeta.", "ObjectMeta.metadata."))?;
+    }
     if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
         for f in [
             "labels",
@@ -307,5 +312,10 @@ mod tests {
         let mut empty = json!({"data": {}, "type": ""});
         normalize(&rt, &mut empty).unwrap();
         assert_eq!(empty, json!({"type": "Opaque"}));
+        let mut bad = json!({"metadata": {"labels": {"n": 1}}});
+        assert_eq!(
+            normalize(&rt, &mut bad).unwrap_err(),
+            "json: cannot unmarshal number into Go struct field ObjectMeta.metadata.labels of type string"
+        );
     }
 }

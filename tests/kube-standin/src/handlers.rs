@@ -55,12 +55,14 @@ fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("the request body could not be decoded: {e}")))
 }
 
-/// The Go type name the real server names in 406 messages.
-fn go_type(rt: &ResourceType) -> String {
+/// The Go type the real server names in 406 messages (`*v1.Secret`,
+/// `*unstructured.Unstructured` for custom resources), with `suffix`
+/// (`List`) appended.
+fn go_type(rt: &ResourceType, suffix: &str) -> String {
     if rt.is_builtin() {
-        rt.kind.clone()
+        format!("*{}.{}{suffix}", rt.version, rt.kind)
     } else {
-        "Unstructured".to_string()
+        format!("*unstructured.Unstructured{suffix}")
     }
 }
 
@@ -77,15 +79,14 @@ impl Call<'_> {
     fn object(&self, code: u16, obj: Value) -> Result<Answer, ApiError> {
         Ok(Answer::Json(
             code,
-            partial::shape_object(self.shape, obj, &go_type(self.rt))?,
+            partial::shape_object(self.shape, obj, &go_type(self.rt, ""))?,
         ))
     }
 
     fn list(&self, list: Value) -> Result<Answer, ApiError> {
-        let list_kind = format!("{}List", go_type(self.rt));
         Ok(Answer::Json(
             200,
-            partial::shape_list(self.shape, list, &list_kind)?,
+            partial::shape_list(self.shape, list, &go_type(self.rt, "List"))?,
         ))
     }
 }

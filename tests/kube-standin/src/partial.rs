@@ -94,7 +94,7 @@ pub(crate) fn list(list: &Value, api_version: &str) -> Value {
 
 /// Shape a single-object response; a list-shaped request for one object
 /// is a 406 like the real server's.
-pub(crate) fn shape_object(shape: &Shape, obj: Value, rust_type: &str) -> Result<Value, ApiError> {
+pub(crate) fn shape_object(shape: &Shape, obj: Value, go_type: &str) -> Result<Value, ApiError> {
     match shape {
         Shape::Full => Ok(obj),
         Shape::Partial(v) => Ok(object(&obj, v)),
@@ -104,21 +104,21 @@ pub(crate) fn shape_object(shape: &Shape, obj: Value, rust_type: &str) -> Result
         Shape::PartialList(_) => Err(ApiError::new(
             406,
             format!(
-                "you requested PartialObjectMetadataList, but the requested object is not a list (*v1.{rust_type})"
+                "you requested PartialObjectMetadataList, but the requested object is not a list ({go_type})"
             ),
         )),
     }
 }
 
 /// Shape a list response; an object-shaped request for a list is a 406.
-pub(crate) fn shape_list(shape: &Shape, l: Value, list_kind: &str) -> Result<Value, ApiError> {
+pub(crate) fn shape_list(shape: &Shape, l: Value, go_type: &str) -> Result<Value, ApiError> {
     match shape {
         Shape::Full => Ok(l),
         Shape::PartialList(v) => Ok(list(&l, v)),
         Shape::Partial(_) => Err(ApiError::new(
             406,
             format!(
-                "you requested PartialObjectMetadata, but the requested object is a list (*v1.{list_kind})"
+                "you requested PartialObjectMetadata, but the requested object is a list ({go_type})"
             ),
         )),
     }
@@ -174,9 +174,13 @@ mod tests {
         assert_eq!(p["items"][0]["kind"], "PartialObjectMetadata");
         assert!(p["items"][0].get("data").is_none());
         assert_eq!(
-            shape_list(&Shape::Partial("meta.k8s.io/v1".into()), l, "SecretList")
-                .unwrap_err()
-                .code,
+            shape_list(
+                &Shape::Partial("meta.k8s.io/v1".into()),
+                l,
+                "*v1.SecretList"
+            )
+            .unwrap_err()
+            .code,
             406
         );
     }

@@ -241,6 +241,7 @@ impl Store {
             return Err(ApiError::bad_request("an apply patch must be an object"));
         }
         let mut body = body.clone();
+        check_type_meta(rt, &mut body)?;
         if let Some(n) = meta_str(&body, "name").filter(|n| !n.is_empty())
             && n != name
         {
@@ -407,6 +408,10 @@ impl Store {
                 }
             }
             m.remove("managedFields");
+            if !rt.namespaced {
+                // EnsureObjectNamespaceMatchesRequestNamespace clears it.
+                m.remove("namespace");
+            }
         }
         errs.extend(validation::validate_update(rt, &result, old));
         if !errs.is_empty() {
