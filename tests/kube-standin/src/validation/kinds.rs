@@ -656,6 +656,40 @@ mod tests {
     }
 
     #[test]
+    fn core_v1_events_get_the_legacy_checks_only() {
+        let events = rt("", "events", "Event");
+        // old-style event: the involved object's namespace must match
+        let e = json!({"metadata": {"name": "e:1", "namespace": "a"},
+                       "involvedObject": {"kind": "Pod", "name": "p", "namespace": "b"}});
+        assert_eq!(
+            msgs(&validate(&events, &e)),
+            ["involvedObject.namespace: Invalid value: \"b\": does not match event.namespace"]
+        );
+        // with eventTime the reporting fields are required, named as in core/v1
+        let e = json!({"metadata": {"name": "e", "namespace": "a"}, "eventTime": "2025-01-01T00:00:00.000000Z",
+                       "involvedObject": {"namespace": "a"}, "action": "A", "reason": "R", "reportingInstance": "i"});
+        assert_eq!(
+            msgs(&validate(&events, &e))[0],
+            "reportingComponent: Required value"
+        );
+        // names only need to be path segments
+        assert!(
+            super::super::validate_create(
+                &events,
+                &json!({"metadata": {"name": "Any_Name:1", "namespace": "default"}})
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            msgs(&super::super::validate_create(
+                &events,
+                &json!({"metadata": {"name": "a/b", "namespace": "default"}})
+            )),
+            ["metadata.name: Invalid value: \"a/b\": may not contain '/'"]
+        );
+    }
+
+    #[test]
     fn leases_and_crds() {
         let leases = rt("coordination.k8s.io", "leases", "Lease");
         let l = json!({"metadata": {"name": "l", "namespace": "d"}, "spec": {"leaseDurationSeconds": 0}});
