@@ -13,13 +13,18 @@
 //!
 //! See the crate README for what is and is not supported.
 
+mod conversion;
 mod error;
 mod faults;
+mod handlers;
+mod partial;
 mod patch;
+mod requests;
 mod resource;
 mod selectors;
 mod server;
 mod store;
+mod validation;
 mod watch;
 
 use std::net::SocketAddr;
@@ -30,20 +35,27 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::watch as tokio_watch;
 
-pub use error::{ApiError, reason_for_code};
-pub use faults::{FaultRule, Faults, RequestCounts, Verb};
+pub use error::{
+    ApiError, ETCD_MAX_REQUEST_BYTES, MAX_REQUEST_BODY_BYTES, StatusCause, StatusDetails,
+    reason_for_code,
+};
+pub use faults::{Fault, FaultAction, FaultRule, Faults, RequestCounts, Verb};
 pub use patch::PatchKind;
+pub use requests::{REQUEST_LOG_CAPACITY, RequestRecord};
 pub use resource::ResourceType;
 pub use selectors::Selector;
 pub use store::DEFAULT_EVENT_RETENTION;
 
 use faults::lock;
+use requests::RequestLog;
 use store::{DeleteOpts, Store, Sub};
 
 pub(crate) struct Inner {
     pub(crate) store: Mutex<Store>,
     pub(crate) faults: Faults,
     pub(crate) counts: Mutex<RequestCounts>,
+    /// Every resource request, bounded ([`REQUEST_LOG_CAPACITY`]).
+    pub(crate) requests: Mutex<RequestLog>,
     /// Bumped by [`StandIn::close_watches`]; open watch streams end on change.
     pub(crate) kill: tokio_watch::Sender<u64>,
     pub(crate) bookmark_interval: Mutex<Duration>,
@@ -84,6 +96,7 @@ impl StandIn {
                 store: Mutex::new(Store::new(DEFAULT_EVENT_RETENTION)),
                 faults: Faults::default(),
                 counts: Mutex::new(RequestCounts::default()),
+                requests: Mutex::new(RequestLog::default()),
                 kill: tokio_watch::Sender::new(0),
                 bookmark_interval: Mutex::new(Duration::from_secs(1)),
                 verbose: AtomicBool::new(false),
@@ -266,7 +279,8 @@ impl StandIn {
             .map_err(api_err)
     }
 
-    /// Delete an object, as DELETE does (finalizers, garbage collection).
+    /// Delete an object, as DELETE does (finalizers mark it for deletion,
+    /// garbage collection of dependents).
     pub fn delete(&self, gvr: &str, namespace: Option<&str>, name: &str) -> anyhow::Result<()> {
         let rt = self.resolve(gvr)?;
         self.with_store_mut(|s| s.delete(&rt, namespace, name, &DeleteOpts::default()))
@@ -303,6 +317,28 @@ impl StandIn {
     /// Zero the HTTP request counters.
     pub fn reset_counters(&self) {
         *lock(&self.inner.counts) = RequestCounts::default();
+    }
+
+    /// The request log: every resource request (the ones the counters
+    /// count), oldest first, at most [`REQUEST_LOG_CAPACITY`] of them.
+    ///
+    /// ```no_run
+    /// # fn demo(standin: kube_standin::StandIn, since: std::time::Instant) {
+    /// let late_writes = standin
+    ///     .requests()
+    ///     .into_iter()
+    ///     .filter(|r| r.at > since && r.is_write() && r.is_for("v1/secrets", Some("default"), "pull"))
+    ///     .count();
+    /// assert_eq!(late_writes, 0);
+    /// # }
+    /// ```
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        lock(&self.inner.requests).snapshot()
+    }
+
+    /// Empty the request log.
+    pub fn clear_requests(&self) {
+        lock(&self.inner.requests).clear();
     }
 
     /// Wait until `f` holds, re-checking after every state change (no

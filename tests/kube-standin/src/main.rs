@@ -57,25 +57,35 @@ fn load_file(standin: &StandIn, path: &PathBuf) -> anyhow::Result<usize> {
     Ok(n)
 }
 
-async fn wait_for_signal() {
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is
+/// called (not when the future is first polled), so that a signal sent right
+/// after the readiness line is not lost to the default action.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
+            .context("installing a SIGTERM handler")?;
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .context("installing a SIGINT handler")?;
+        Ok(async move {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        })
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let signal = shutdown_signal()?;
     let standin = StandIn::new()
         .with_event_retention(args.event_retention)
         .with_request_log(args.verbose);
@@ -99,7 +109,7 @@ async fn main() -> anyhow::Result<()> {
         writeln!(out, "kube-standin listening on {}", server.url)?;
         out.flush()?;
     }
-    wait_for_signal().await;
+    signal.await;
     eprintln!("kube-standin: shutting down");
     server.shutdown().await;
     Ok(())

@@ -52,35 +52,102 @@ pub fn merge_patch(doc: &mut Value, patch: &Value) {
     json_patch::merge(doc, patch);
 }
 
-/// List fields merged by a key in strategic merge patches (a subset of the
-/// real Kubernetes schema annotations, enough for common objects).
-fn merge_key(field: &str) -> Option<&'static str> {
-    Some(match field {
-        "ownerReferences" => "uid",
-        "imagePullSecrets"
-        | "containers"
-        | "initContainers"
-        | "ephemeralContainers"
-        | "env"
-        | "volumes"
-        | "secrets" => "name",
-        "volumeMounts" => "mountPath",
-        "conditions" => "type",
-        "ports" => "containerPort",
+/// How a strategic merge patch treats a list field (the `patchStrategy` /
+/// `patchMergeKey` struct tags of the Go type; no tag means atomic).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ListStrategy {
+    /// Replaced as a whole (`+listType=atomic` or no patch strategy).
+    Atomic,
+    /// Items merged by the value of this key (`patchStrategy:"merge"`).
+    MergeKey(&'static str),
+    /// Primitive items merged as a set (`patchStrategy:"merge"` on `[]string`).
+    Set,
+}
+
+/// Where a kind keeps its `PodSpec`, if it has one.
+fn pod_spec_prefix(kind: &str) -> Option<&'static [&'static str]> {
+    Some(match kind {
+        "Pod" => &["spec"],
+        "PodTemplate" => &["template", "spec"],
+        "Deployment"
+        | "ReplicaSet"
+        | "StatefulSet"
+        | "DaemonSet"
+        | "Job"
+        | "ReplicationController" => &["spec", "template", "spec"],
+        "CronJob" => &["spec", "jobTemplate", "spec", "template", "spec"],
         _ => return None,
     })
 }
 
-/// Primitive list fields merged as sets in strategic merge patches.
-fn is_set_list(field: &str) -> bool {
-    field == "finalizers"
+/// The patch strategy of the list at `path` (field names from the object
+/// root; list items add no segment) in objects of `kind`, after the struct
+/// tags of `k8s.io/api` and `metav1.ObjectMeta`. Lists not named here are
+/// atomic, which is what the real server does for untagged lists such as
+/// `ServiceAccount.imagePullSecrets` (`+listType=atomic`).
+pub(crate) fn list_strategy(kind: &str, path: &[&str]) -> ListStrategy {
+    use ListStrategy::{Atomic, MergeKey, Set};
+    match path {
+        ["metadata", "ownerReferences"] => return MergeKey("uid"),
+        ["metadata", "finalizers"] => return Set,
+        _ => {}
+    }
+    match (kind, path) {
+        ("ServiceAccount", ["secrets"]) => return MergeKey("name"),
+        (
+            "Namespace"
+            | "Pod"
+            | "Node"
+            | "Deployment"
+            | "ReplicaSet"
+            | "StatefulSet"
+            | "DaemonSet"
+            | "ReplicationController"
+            | "PersistentVolumeClaim",
+            ["status", "conditions"],
+        ) => return MergeKey("type"),
+        ("Pod", ["status", "podIPs" | "hostIPs"]) => return MergeKey("ip"),
+        _ => {}
+    }
+    let Some(rest) = pod_spec_prefix(kind).and_then(|p| path.strip_prefix(p)) else {
+        return Atomic;
+    };
+    match rest {
+        ["containers" | "initContainers" | "ephemeralContainers"]
+        | ["volumes" | "imagePullSecrets" | "resourceClaims" | "schedulingGates"] => {
+            MergeKey("name")
+        }
+        ["hostAliases"] => MergeKey("ip"),
+        ["topologySpreadConstraints"] => MergeKey("topologyKey"),
+        [
+            "containers" | "initContainers" | "ephemeralContainers",
+            field,
+        ] => match *field {
+            "env" => MergeKey("name"),
+            "ports" => MergeKey("containerPort"),
+            "volumeMounts" => MergeKey("mountPath"),
+            "volumeDevices" => MergeKey("devicePath"),
+            _ => Atomic,
+        },
+        _ => Atomic,
+    }
 }
 
-/// A simplified strategic merge patch: like a merge patch, except that lists
-/// with a known merge key are merged element-wise, `finalizers` are merged as
-/// a set, and the `$patch: replace|delete` and `$deleteFromPrimitiveList/`
-/// directives are understood. Other `$` directives are ignored.
-pub fn strategic_merge_patch(doc: &mut Value, patch: &Value) {
+/// A strategic merge patch for objects of `kind`: like a merge patch, except
+/// that lists follow [`list_strategy`] (keyed merge, set merge, or atomic
+/// replacement) and the `$patch: replace|delete` and
+/// `$deleteFromPrimitiveList/` directives are understood. Other `$`
+/// directives (`$setElementOrder`, `$retainKeys`) are ignored. Inside an
+/// atomic list, directives are not interpreted: the list is replaced and
+/// the `$` keys of its items dropped (the real server drops them as unknown
+/// fields when it decodes the result).
+/// <https://kubernetes.io/docs/tasks/manage-kubernetes-objects/update-api-object-kubectl-patch/>
+pub fn strategic_merge_patch(doc: &mut Value, patch: &Value, kind: &str) {
+    let mut path = Vec::new();
+    smp(doc, patch, kind, &mut path);
+}
+
+fn smp(doc: &mut Value, patch: &Value, kind: &str, path: &mut Vec<String>) {
     let Value::Object(pmap) = patch else {
         *doc = patch.clone();
         return;
@@ -101,7 +168,9 @@ pub fn strategic_merge_patch(doc: &mut Value, patch: &Value) {
     if !doc.is_object() {
         *doc = Value::Object(Map::new());
     }
-    let dmap = doc.as_object_mut().expect("object");
+    let Some(dmap) = doc.as_object_mut() else {
+        return;
+    };
     for (k, pv) in pmap {
         if let Some(field) = k.strip_prefix("$deleteFromPrimitiveList/") {
             if let (Some(Value::Array(items)), Value::Array(del)) = (dmap.get_mut(field), pv) {
@@ -112,29 +181,49 @@ pub fn strategic_merge_patch(doc: &mut Value, patch: &Value) {
         if k.starts_with('$') {
             continue;
         }
+        path.push(k.clone());
         match pv {
             Value::Null => {
                 dmap.remove(k);
             }
             Value::Object(_) => {
                 let entry = dmap.entry(k.clone()).or_insert(Value::Null);
-                strategic_merge_patch(entry, pv);
+                smp(entry, pv, kind, path);
                 if entry.is_null() {
                     dmap.remove(k);
                 }
             }
             Value::Array(plist) => {
-                let existing = dmap.get_mut(k);
-                match (existing, merge_key(k)) {
-                    (Some(Value::Array(dlist)), Some(mk)) if plist.iter().all(Value::is_object) => {
-                        merge_keyed_list(dlist, plist, mk);
+                let segs: Vec<&str> = path.iter().map(String::as_str).collect();
+                let strategy = list_strategy(kind, &segs);
+                let replace_all = plist
+                    .iter()
+                    .any(|i| i.get("$patch").and_then(Value::as_str) == Some("replace"));
+                match (dmap.get_mut(k), strategy) {
+                    (Some(Value::Array(dlist)), ListStrategy::MergeKey(mk))
+                        if !replace_all && plist.iter().all(Value::is_object) =>
+                    {
+                        merge_keyed_list(dlist, plist, mk, kind, path);
                     }
-                    (Some(Value::Array(dlist)), None) if is_set_list(k) => {
+                    (Some(Value::Array(dlist)), ListStrategy::Set) => {
                         for item in plist {
                             if !dlist.contains(item) {
                                 dlist.push(item.clone());
                             }
                         }
+                    }
+                    (_, ListStrategy::MergeKey(_)) => {
+                        let items = plist
+                            .iter()
+                            .filter(|i| {
+                                !matches!(
+                                    i.get("$patch").and_then(Value::as_str),
+                                    Some("replace" | "delete")
+                                )
+                            })
+                            .map(strip_value)
+                            .collect();
+                        dmap.insert(k.clone(), Value::Array(items));
                     }
                     _ => {
                         dmap.insert(
@@ -148,10 +237,17 @@ pub fn strategic_merge_patch(doc: &mut Value, patch: &Value) {
                 dmap.insert(k.clone(), other.clone());
             }
         }
+        path.pop();
     }
 }
 
-fn merge_keyed_list(dlist: &mut Vec<Value>, plist: &[Value], mk: &str) {
+fn merge_keyed_list(
+    dlist: &mut Vec<Value>,
+    plist: &[Value],
+    mk: &str,
+    kind: &str,
+    path: &mut Vec<String>,
+) {
     for pitem in plist {
         let key = pitem.get(mk);
         let pos = key.and_then(|key| dlist.iter().position(|d| d.get(mk) == Some(key)));
@@ -161,7 +257,7 @@ fn merge_keyed_list(dlist: &mut Vec<Value>, plist: &[Value], mk: &str) {
                 dlist.remove(i);
             }
             (None, true) => {}
-            (Some(i), false) => strategic_merge_patch(&mut dlist[i], pitem),
+            (Some(i), false) => smp(&mut dlist[i], pitem, kind, path),
             (None, false) => dlist.push(strip_value(pitem)),
         }
     }
@@ -250,22 +346,86 @@ mod tests {
     #[test]
     fn strategic_lists() {
         let mut d = json!({"metadata": {"finalizers": ["a"], "ownerReferences": [{"uid": "1", "name": "x"}]},
-                           "imagePullSecrets": [{"name": "s1"}], "other": [1]});
+                           "secrets": [{"name": "s1"}], "other": [1]});
         strategic_merge_patch(
             &mut d,
             &json!({"metadata": {"finalizers": ["b"], "ownerReferences": [{"uid": "2", "name": "y"}, {"uid": "1", "name": "x2"}]},
-                    "imagePullSecrets": [{"name": "s2"}, {"name": "s1", "$patch": "delete"}], "other": [2]}),
+                    "secrets": [{"name": "s2"}, {"name": "s1", "$patch": "delete"}], "other": [2]}),
+            "ServiceAccount",
         );
         assert_eq!(
             d,
             json!({"metadata": {"finalizers": ["a", "b"], "ownerReferences": [{"uid": "1", "name": "x2"}, {"uid": "2", "name": "y"}]},
-                   "imagePullSecrets": [{"name": "s2"}], "other": [2]})
+                   "secrets": [{"name": "s2"}], "other": [2]})
         );
         strategic_merge_patch(
             &mut d,
             &json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"]}}),
+            "ServiceAccount",
         );
         assert_eq!(d["metadata"]["finalizers"], json!(["b"]));
+    }
+
+    #[test]
+    fn service_account_image_pull_secrets_are_atomic() {
+        let mut sa = json!({"imagePullSecrets": [{"name": "a"}, {"name": "b"}]});
+        strategic_merge_patch(
+            &mut sa,
+            &json!({"imagePullSecrets": [{"name": "c"}]}),
+            "ServiceAccount",
+        );
+        assert_eq!(sa, json!({"imagePullSecrets": [{"name": "c"}]}));
+        // `$patch: delete` is no directive inside an atomic list: the list
+        // is replaced and the unknown key dropped
+        strategic_merge_patch(
+            &mut sa,
+            &json!({"imagePullSecrets": [{"name": "c", "$patch": "delete"}]}),
+            "ServiceAccount",
+        );
+        assert_eq!(sa, json!({"imagePullSecrets": [{"name": "c"}]}));
+        // the PodSpec field of the same name is keyed by name
+        let mut pod = json!({"spec": {"imagePullSecrets": [{"name": "a"}], "tolerations": [{"key": "x"}],
+                             "containers": [{"name": "c", "image": "i1", "env": [{"name": "A", "value": "1"}]}]}});
+        strategic_merge_patch(
+            &mut pod,
+            &json!({"spec": {"imagePullSecrets": [{"name": "b"}], "tolerations": [{"key": "y"}],
+                    "containers": [{"name": "c", "env": [{"name": "B", "value": "2"}]}]}}),
+            "Pod",
+        );
+        assert_eq!(
+            pod,
+            json!({"spec": {"imagePullSecrets": [{"name": "a"}, {"name": "b"}], "tolerations": [{"key": "y"}],
+                   "containers": [{"name": "c", "image": "i1", "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]}]}})
+        );
+        let mut dep =
+            json!({"spec": {"template": {"spec": {"imagePullSecrets": [{"name": "a"}]}}}});
+        strategic_merge_patch(
+            &mut dep,
+            &json!({"spec": {"template": {"spec": {"imagePullSecrets": [{"$patch": "replace"}, {"name": "z"}]}}}}),
+            "Deployment",
+        );
+        assert_eq!(
+            dep["spec"]["template"]["spec"]["imagePullSecrets"],
+            json!([{"name": "z"}])
+        );
+        // conditions are keyed by type only where the Go type says so
+        let mut crd = json!({"status": {"conditions": [{"type": "A"}]}});
+        strategic_merge_patch(
+            &mut crd,
+            &json!({"status": {"conditions": [{"type": "B"}]}}),
+            "CustomResourceDefinition",
+        );
+        assert_eq!(crd["status"]["conditions"], json!([{"type": "B"}]));
+        let mut ns = json!({"status": {"conditions": [{"type": "A"}]}});
+        strategic_merge_patch(
+            &mut ns,
+            &json!({"status": {"conditions": [{"type": "B"}]}}),
+            "Namespace",
+        );
+        assert_eq!(
+            ns["status"]["conditions"],
+            json!([{"type": "A"}, {"type": "B"}])
+        );
     }
 
     #[test]

@@ -62,10 +62,71 @@ impl ResourceType {
         }
     }
 
+    /// `Kind` for core types, `Kind.group` otherwise (as `GroupKind.String()`
+    /// renders it in Invalid messages).
+    ///
+    /// `events.k8s.io` Events are validated by the core Event strategy, so
+    /// the real server names them `Event` (the core kind) in its errors.
+    pub(crate) fn qualified_kind(&self) -> String {
+        let group = self.error_group();
+        if group.is_empty() {
+            self.kind.clone()
+        } else {
+            format!("{}.{group}", self.kind)
+        }
+    }
+
+    /// The group the real server reports in Invalid errors (see
+    /// [`ResourceType::qualified_kind`]).
+    pub(crate) fn error_group(&self) -> &str {
+        if self.group == "events.k8s.io" && self.kind == "Event" {
+            ""
+        } else {
+            &self.group
+        }
+    }
+
     /// Built-in (non-CRD) types accept strategic merge patches; custom
     /// resources answer 415 like the real API server.
     pub(crate) fn supports_strategic_merge(&self) -> bool {
+        self.is_builtin()
+    }
+
+    /// Whether the type is compiled into the real API server (core group,
+    /// groups without a dot, `*.k8s.io`) rather than served from a CRD.
+    pub(crate) fn is_builtin(&self) -> bool {
         !self.group.contains('.') || self.group.ends_with(".k8s.io")
+    }
+
+    /// The etcd key the real server stores an object under (only used in
+    /// error messages that quote it): `/registry/<plural>/<ns>/<name>` for
+    /// built-in types, `/registry/<group>/<plural>/...` for custom resources.
+    pub(crate) fn etcd_key(&self, ns: Option<&str>, name: &str) -> String {
+        let mut key = String::from("/registry/");
+        if !self.is_builtin() || self.group == "apiextensions.k8s.io" {
+            key.push_str(&self.group);
+            key.push('/');
+        }
+        key.push_str(&self.plural);
+        if let Some(ns) = ns.filter(|_| self.namespaced) {
+            key.push('/');
+            key.push_str(ns);
+        }
+        key.push('/');
+        key.push_str(name);
+        key
+    }
+
+    /// Whether a DELETE that removes the object at once answers with the
+    /// object (`ReturnDeletedObject: true` in the type's registry, e.g.
+    /// ServiceAccounts, Namespaces, Pods) rather than a `Status` of
+    /// success (Secrets, ConfigMaps, custom resources, ...).
+    pub(crate) fn returns_deleted_object(&self) -> bool {
+        self.group.is_empty()
+            && matches!(
+                self.plural.as_str(),
+                "serviceaccounts" | "namespaces" | "pods"
+            )
     }
 
     /// The types every `StandIn` starts with.

@@ -1,6 +1,17 @@
 //! Label and field selectors.
+//!
+//! Field selectors are checked per type like the real server's field label
+//! conversion functions (`AddFieldLabelConversionFunc` in
+//! `pkg/apis/core/v1/conversion.go` and `pkg/apis/events/v1/conversion.go`):
+//! every type supports `metadata.name` and `metadata.namespace`, Secrets
+//! add `type`, Namespaces support `status.phase` and `metadata.name` only,
+//! Events their documented fields; anything else is a 400
+//! `field label not supported: <label>`. See
+//! <https://kubernetes.io/docs/concepts/overview/working-with-objects/field-selectors/>.
 
 use serde_json::Value;
+
+use crate::resource::ResourceType;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum LabelReq {
@@ -16,9 +27,13 @@ enum LabelReq {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct FieldReq {
+    /// The field label as written in the selector.
     path: String,
     value: String,
     negate: bool,
+    /// Dotted JSON paths the label reads, first non-empty value wins
+    /// (empty: the label itself is the path).
+    lookup: Vec<String>,
 }
 
 /// A parsed `labelSelector` + `fieldSelector` pair. The empty selector matches everything.
@@ -128,6 +143,7 @@ fn parse_field_req(r: &str) -> Result<FieldReq, String> {
         path: path.to_string(),
         value: value.trim().to_string(),
         negate,
+        lookup: Vec::new(),
     })
 }
 
@@ -146,7 +162,67 @@ fn field_value(obj: &Value, path: &str) -> String {
     }
 }
 
+/// The JSON paths a field label reads for objects of `rt`, or `None` when
+/// the real server does not support that label for the type.
+fn field_lookup(rt: &ResourceType, label: &str) -> Option<Vec<String>> {
+    let same = || Some(vec![label.to_string()]);
+    match (rt.group.as_str(), rt.plural.as_str(), label) {
+        ("", "namespaces", "metadata.name" | "status.phase") => same(),
+        ("", "namespaces", _) => None,
+        (_, _, "metadata.name" | "metadata.namespace") => same(),
+        ("", "secrets", "type") => same(),
+        (
+            "",
+            "events",
+            "involvedObject.kind"
+            | "involvedObject.namespace"
+            | "involvedObject.name"
+            | "involvedObject.uid"
+            | "involvedObject.apiVersion"
+            | "involvedObject.resourceVersion"
+            | "involvedObject.fieldPath"
+            | "reason"
+            | "reportingComponent"
+            | "type",
+        ) => same(),
+        ("", "events", "source") => {
+            Some(vec!["source.component".into(), "reportingComponent".into()])
+        }
+        (
+            "events.k8s.io",
+            "events",
+            "regarding.kind"
+            | "regarding.namespace"
+            | "regarding.name"
+            | "regarding.uid"
+            | "regarding.apiVersion"
+            | "regarding.resourceVersion"
+            | "regarding.fieldPath"
+            | "reason"
+            | "reportingController"
+            | "type",
+        ) => same(),
+        ("events.k8s.io", "events", "source") => Some(vec![
+            "deprecatedSource.component".into(),
+            "reportingController".into(),
+        ]),
+        _ => None,
+    }
+}
+
 impl Selector {
+    /// Check the field labels against what the real server supports for
+    /// `rt` and bind them to the object paths they read. The error is the
+    /// real server's message (`field label not supported: <label>`), to be
+    /// answered with 400.
+    pub fn restrict_to(mut self, rt: &ResourceType) -> Result<Self, String> {
+        for f in &mut self.fields {
+            f.lookup = field_lookup(rt, &f.path)
+                .ok_or_else(|| format!("field label not supported: {}", f.path))?;
+        }
+        Ok(self)
+    }
+
     /// Parse selectors; `None` or empty strings select everything.
     pub fn parse(
         label_selector: Option<&str>,
@@ -185,10 +261,18 @@ impl Selector {
                 .is_some_and(|l| l < *n),
         });
         labels_ok
-            && self
-                .fields
-                .iter()
-                .all(|f| (field_value(obj, &f.path) == f.value) != f.negate)
+            && self.fields.iter().all(|f| {
+                let value = if f.lookup.is_empty() {
+                    field_value(obj, &f.path)
+                } else {
+                    f.lookup
+                        .iter()
+                        .map(|p| field_value(obj, p))
+                        .find(|v| !v.is_empty())
+                        .unwrap_or_default()
+                };
+                (value == f.value) != f.negate
+            })
     }
 }
 
@@ -237,5 +321,38 @@ mod tests {
         assert!(m("metadata.name!=n2"));
         assert!(m("type=Opaque"));
         assert!(Selector::parse(None, Some("nonsense")).is_err());
+    }
+
+    #[test]
+    fn field_labels_are_checked_per_type() {
+        let t = |g: &str, p: &str| ResourceType::new(g, "v1", "K", p, true, false);
+        let check =
+            |rt: &ResourceType, s: &str| Selector::parse(None, Some(s)).unwrap().restrict_to(rt);
+        let secrets = t("", "secrets");
+        assert!(
+            check(
+                &secrets,
+                "type=Opaque,metadata.name=n1,metadata.namespace=ns1"
+            )
+            .is_ok()
+        );
+        assert_eq!(
+            check(&secrets, "spec.x=1").unwrap_err(),
+            "field label not supported: spec.x"
+        );
+        assert!(check(&t("", "configmaps"), "type=x").is_err());
+        let ns = t("", "namespaces");
+        assert!(check(&ns, "status.phase=Active").is_ok());
+        assert!(check(&ns, "metadata.namespace=x").is_err());
+        let cr = t("ecr.aws.edenlab.io", "ecrtokenrefreshes");
+        assert!(check(&cr, "spec.region=x").is_err());
+        assert!(check(&t("", "events"), "involvedObject.name=x").is_ok());
+        let ev = t("events.k8s.io", "events");
+        assert!(check(&ev, "involvedObject.name=x").is_err());
+        let sel = check(&ev, "regarding.name=s,source=ctl").unwrap();
+        assert!(sel.matches(&json!({"regarding": {"name": "s"}, "reportingController": "ctl"})));
+        assert!(!sel.matches(&json!({"regarding": {"name": "s"}, "reportingController": "other"})));
+        let sel = check(&secrets, "type=Opaque").unwrap();
+        assert!(sel.matches(&obj(json!({}))));
     }
 }

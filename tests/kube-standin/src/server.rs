@@ -1,7 +1,7 @@
 //! HTTP front-end: path routing, verbs, discovery.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::Instant;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -12,13 +12,13 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::StandIn;
-use crate::error::ApiError;
-use crate::faults::{Verb, lock};
-use crate::patch::PatchKind;
+use crate::error::{ApiError, MAX_REQUEST_BODY_BYTES, StatusDetails};
+use crate::faults::{FaultAction, FaultHit, FaultRequest, Verb, lock};
+use crate::handlers::{self, Answer, Call};
+use crate::partial;
+use crate::requests::RequestRecord;
 use crate::resource::ResourceType;
-use crate::selectors::Selector;
-use crate::store::{DeleteOpts, Sub};
-use crate::watch::{WatchFilter, WatchOptions};
+use crate::store::Sub;
 
 #[derive(Clone)]
 pub(crate) struct ServerCtx {
@@ -158,18 +158,12 @@ fn route(standin: &StandIn, path: &str) -> Result<Route, ApiError> {
 }
 
 async fn handle(State(ctx): State<ServerCtx>, req: Request) -> Response {
+    let arrived = Instant::now();
     let method = req.method().clone();
     let uri = req.uri().clone();
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let body = match axum::body::to_bytes(req.into_body(), 64 * 1024 * 1024).await {
-        Ok(b) => b,
-        Err(e) => return error_response(&ApiError::bad_request(format!("reading body: {e}"))),
-    };
+    let content_type = header_str(&req, header::CONTENT_TYPE);
+    let accept = header_str(&req, header::ACCEPT);
+    let body = axum::body::to_bytes(req.into_body(), 64 * MAX_REQUEST_BODY_BYTES).await;
     let latency = ctx.standin.faults().latency();
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
@@ -177,7 +171,17 @@ async fn handle(State(ctx): State<ServerCtx>, req: Request) -> Response {
     let query = parse_query(uri.query());
     let resp = match route(&ctx.standin, uri.path()) {
         Err(e) => error_response(&e),
-        Ok(Route::Resource(r)) => resource(&ctx, &method, r, &query, &content_type, &body),
+        Ok(Route::Resource(r)) => {
+            let req = HttpRequest {
+                method: &method,
+                query: &query,
+                content_type: &content_type,
+                accept: &accept,
+                body: body.as_ref().ok(),
+                arrived,
+            };
+            resource(&ctx, r, req).await
+        }
         Ok(other) if method == Method::GET => discovery(&ctx.standin, other),
         Ok(_) => error_response(&ApiError::new(
             405,
@@ -195,25 +199,37 @@ async fn handle(State(ctx): State<ServerCtx>, req: Request) -> Response {
     resp
 }
 
-fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
-    if body.is_empty() {
-        return Ok(json!({}));
-    }
-    serde_json::from_slice(body)
-        .or_else(|_| serde_yaml::from_slice::<Value>(body))
-        .map_err(|e| ApiError::bad_request(format!("the request body could not be decoded: {e}")))
+fn header_str(req: &Request, name: header::HeaderName) -> String {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
 }
 
-fn resource(
-    ctx: &ServerCtx,
-    method: &Method,
-    r: ResourceReq,
-    query: &HashMap<String, String>,
-    content_type: &str,
-    body: &Bytes,
-) -> Response {
-    let is_watch = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
-    let verb = match (method, &r.name) {
+/// The HTTP side of a resource request.
+struct HttpRequest<'a> {
+    method: &'a Method,
+    query: &'a HashMap<String, String>,
+    content_type: &'a str,
+    accept: &'a str,
+    /// `None` when the body could not be read (too large for the transport).
+    body: Option<&'a Bytes>,
+    arrived: Instant,
+}
+
+/// The plain-text answer of API Priority and Fairness (and of the
+/// max-in-flight filter) when it rejects a request.
+const APF_REJECTION: &str = "Too many requests, please try again later.\n";
+
+/// A resource request: verb, counters, faults, limits, execution, the
+/// request log.
+async fn resource(ctx: &ServerCtx, r: ResourceReq, req: HttpRequest<'_>) -> Response {
+    let is_watch = matches!(
+        req.query.get("watch").map(String::as_str),
+        Some("true" | "1")
+    );
+    let verb = match (req.method, &r.name) {
         (&Method::GET, None) if is_watch => Verb::Watch,
         (&Method::GET, None) => Verb::List,
         (&Method::GET, Some(_)) => Verb::Get,
@@ -225,7 +241,8 @@ fn resource(
             return error_response(&ApiError::new(
                 405,
                 format!(
-                    "the server does not allow this method on the requested resource ({method})"
+                    "the server does not allow this method on the requested resource ({})",
+                    req.method
                 ),
             ));
         }
@@ -233,13 +250,15 @@ fn resource(
     let gvr = r.rt.gvr();
     let subresource = (r.sub == Sub::Status).then_some("status");
     let body_name = || {
-        serde_json::from_slice::<Value>(body).ok().and_then(|b| {
-            b.pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        })
+        req.body
+            .and_then(|b| serde_json::from_slice::<Value>(b).ok())
+            .and_then(|b| {
+                b.pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
     };
-    let fault_name = r.name.clone().or_else(|| {
+    let mut record_name = r.name.clone().or_else(|| {
         if verb == Verb::Create {
             body_name()
         } else {
@@ -247,194 +266,157 @@ fn resource(
         }
     });
     lock(&ctx.standin.inner.counts).record(verb, &gvr, subresource);
-    if let Some(code) = ctx
-        .standin
-        .faults()
-        .check(verb, &gvr, subresource, fault_name.as_deref())
-    {
-        let e = ApiError::new(code, format!("injected fault: {} {}", verb.as_str(), gvr));
-        return error_response(&e);
-    }
-    let standin = &ctx.standin;
-    let ns = r.namespace.as_deref();
-    let selector = || {
-        Selector::parse(
-            query.get("labelSelector").map(String::as_str),
-            query.get("fieldSelector").map(String::as_str),
-        )
-        .map_err(ApiError::bad_request)
+    let hit = ctx.standin.faults().check(&FaultRequest {
+        verb,
+        gvr: &gvr,
+        subresource,
+        namespace: r.namespace.as_deref(),
+        name: record_name.as_deref(),
+    });
+    let fail_with = |code: u16, hit: &FaultHit| {
+        let mut resp = if hit.plain_text {
+            text_response(code, APF_REJECTION)
+        } else {
+            let message = format!("injected fault: {} {}", verb.as_str(), gvr);
+            let e = match hit.retry_after {
+                Some(secs) if code == 429 => ApiError::too_many_requests(message, Some(secs)),
+                Some(secs) => {
+                    let mut e = ApiError::new(code, message);
+                    e.details = Some(Box::new(StatusDetails {
+                        retry_after_seconds: Some(secs),
+                        ..StatusDetails::default()
+                    }));
+                    e
+                }
+                None => ApiError::new(code, message),
+            };
+            error_response(&e)
+        };
+        if let Some(secs) = hit.retry_after
+            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+        {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        resp
     };
-    let result: Result<Response, ApiError> = (|| match verb {
-        Verb::Watch => {
-            let filter = WatchFilter {
-                rt: r.rt.clone(),
-                namespace: if r.rt.namespaced {
-                    r.namespace.clone()
-                } else {
-                    None
-                },
-                selector: selector()?,
-            };
-            let timeout = query
-                .get("timeoutSeconds")
-                .and_then(|t| t.parse::<u64>().ok())
-                .filter(|t| *t > 0)
-                .unwrap_or(290);
-            let opts = WatchOptions {
-                resource_version: query.get("resourceVersion").cloned(),
-                send_initial_events: query.get("sendInitialEvents").map(String::as_str)
-                    == Some("true"),
-                bookmarks: query.get("allowWatchBookmarks").map(String::as_str) == Some("true"),
-                timeout: Duration::from_secs(timeout),
-            };
-            let stream = crate::watch::start(
-                standin.inner.clone(),
-                filter,
-                opts,
-                Some(ctx.shutdown.clone()),
-            )?;
+    let mut resp = match &hit {
+        Some(
+            h @ FaultHit {
+                action: FaultAction::Fail(code),
+                ..
+            },
+        ) => fail_with(*code, h),
+        _ => {
+            let outcome = run(ctx, &r, verb, &req);
+            if verb == Verb::Create
+                && let Some(name) = outcome.created_name
+            {
+                record_name = Some(name);
+            }
+            outcome.response
+        }
+    };
+    if let Some(h) = &hit {
+        if h.action == FaultAction::Garble && verb != Verb::Watch {
+            resp = garble(resp).await;
+        }
+        if !h.delay.is_zero() {
+            tokio::time::sleep(h.delay).await;
+        }
+    }
+    lock(&ctx.standin.inner.requests).push(RequestRecord {
+        at: req.arrived,
+        verb,
+        gvr,
+        subresource: subresource.map(str::to_string),
+        namespace: r.namespace.clone(),
+        name: record_name,
+        status: resp.status().as_u16(),
+    });
+    resp
+}
+
+/// A response and, for a successful create, the created object's name.
+struct Outcome {
+    response: Response,
+    created_name: Option<String>,
+}
+
+/// Limits, content negotiation and execution of a request.
+fn run(ctx: &ServerCtx, r: &ResourceReq, verb: Verb, req: &HttpRequest<'_>) -> Outcome {
+    let fail = |e: ApiError| Outcome {
+        response: error_response(&e),
+        created_name: None,
+    };
+    let body = match req.body {
+        Some(b) if b.len() <= MAX_REQUEST_BODY_BYTES => b.clone(),
+        Some(_) | None if verb.is_write() => return fail(ApiError::body_too_large()),
+        _ => Bytes::new(),
+    };
+    let shape = match partial::negotiate(req.accept) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let call = Call {
+        rt: &r.rt,
+        namespace: r.namespace.as_deref(),
+        name: r.name.as_deref(),
+        sub: r.sub,
+        verb,
+        query: req.query,
+        content_type: req.content_type,
+        body: &body,
+        shape: &shape,
+    };
+    match handlers::execute(&ctx.standin, &ctx.shutdown, &call) {
+        Err(e) => fail(e),
+        Ok(Answer::Json(code, value)) => Outcome {
+            created_name: (code == 201)
+                .then(|| value.pointer("/metadata/name").and_then(Value::as_str))
+                .flatten()
+                .map(str::to_string),
+            response: json_response(code, &value),
+        },
+        Ok(Answer::Watch(stream)) => {
             let mut resp = Response::new(Body::from_stream(stream));
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             );
-            Ok(resp)
-        }
-        Verb::List => {
-            let sel = selector()?;
-            let (items, rv) = standin.with_store(|s| (s.list(&r.rt, ns, &sel), s.current_rv()));
-            Ok(json_response(200, &list_page(&r.rt, items, rv, query)?))
-        }
-        Verb::Get => {
-            let name = r.name.as_deref().unwrap_or_default();
-            let obj = standin
-                .with_store(|s| s.get(&r.rt, ns, name).cloned())
-                .ok_or_else(|| ApiError::not_found(&r.rt, name))?;
-            Ok(json_response(200, &obj))
-        }
-        Verb::Create => {
-            let obj = parse_body(body)?;
-            let created = standin.with_store_mut(|s| s.create(&r.rt, ns, obj))?;
-            Ok(json_response(201, &created))
-        }
-        Verb::Update => {
-            let obj = parse_body(body)?;
-            let name = r.name.as_deref().unwrap_or_default();
-            // Like the real server, custom resources cannot be updated unconditionally.
-            let has_rv = obj
-                .pointer("/metadata/resourceVersion")
-                .and_then(Value::as_str)
-                .is_some_and(|rv| !rv.is_empty());
-            if !has_rv && !r.rt.supports_strategic_merge() {
-                return Err(ApiError::invalid(
-                    &r.rt,
-                    name,
-                    "metadata.resourceVersion: Invalid value: 0x0: must be specified for an update",
-                ));
-            }
-            let updated = standin.with_store_mut(|s| s.update(&r.rt, ns, name, obj, r.sub))?;
-            Ok(json_response(200, &updated))
-        }
-        Verb::Patch => {
-            let kind = PatchKind::from_content_type(content_type).ok_or_else(|| {
-                ApiError::new(
-                    415,
-                    format!("the body of the request was in an unknown format ({content_type})"),
-                )
-            })?;
-            let patch = parse_body(body)?;
-            let name = r.name.as_deref().unwrap_or_default();
-            let manager = query.get("fieldManager").map(String::as_str);
-            let (obj, created) = standin
-                .with_store_mut(|s| s.patch(&r.rt, ns, name, kind, &patch, manager, r.sub))?;
-            Ok(json_response(if created { 201 } else { 200 }, &obj))
-        }
-        Verb::Delete => {
-            let b = parse_body(body).unwrap_or(json!({}));
-            let opts =
-                DeleteOpts::from_body(&b, query.get("propagationPolicy").map(String::as_str));
-            match &r.name {
-                Some(name) => {
-                    if r.sub == Sub::Status {
-                        return Err(ApiError::new(
-                            405,
-                            "the server does not allow this method on the requested resource",
-                        ));
-                    }
-                    let obj = standin.with_store_mut(|s| s.delete(&r.rt, ns, name, &opts))?;
-                    Ok(json_response(200, &obj))
-                }
-                None => {
-                    let sel = selector()?;
-                    let (items, rv) = standin.with_store_mut(|s| {
-                        (s.delete_collection(&r.rt, ns, &sel, &opts), s.current_rv())
-                    });
-                    Ok(json_response(
-                        200,
-                        &list_page(&r.rt, items, rv, &HashMap::new())?,
-                    ))
-                }
+            Outcome {
+                response: resp,
+                created_name: None,
             }
         }
-    })();
-    result.unwrap_or_else(|e| error_response(&e))
+    }
 }
 
-/// Build a `<Kind>List`, honouring `limit`/`continue` (pages are cut from the
-/// current state; the list resourceVersion of the first page is carried over).
-fn list_page(
-    rt: &ResourceType,
-    items: Vec<Value>,
-    rv: u64,
-    query: &HashMap<String, String>,
-) -> Result<Value, ApiError> {
-    let limit = query
-        .get("limit")
-        .and_then(|l| l.parse::<usize>().ok())
-        .filter(|l| *l > 0);
-    let (mut list_rv, mut start_after) = (rv, None::<(String, String)>);
-    if let Some(token) = query.get("continue").filter(|t| !t.is_empty()) {
-        let mut parts = token.splitn(3, '|');
-        let (Some(trv), Some(tns), Some(tname)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(ApiError::bad_request("invalid continue token"));
-        };
-        list_rv = trv
-            .parse()
-            .map_err(|_| ApiError::bad_request("invalid continue token"))?;
-        start_after = Some((tns.to_string(), tname.to_string()));
-    }
-    let key = |o: &Value| {
-        (
-            o.pointer("/metadata/namespace")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string(),
-            o.pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string(),
-        )
-    };
-    let mut items: Vec<Value> = match &start_after {
-        Some(after) => items.into_iter().filter(|o| key(o) > *after).collect(),
-        None => items,
-    };
-    let mut metadata = json!({"resourceVersion": list_rv.to_string()});
-    if let Some(limit) = limit
-        && items.len() > limit
-    {
-        let remaining = items.len() - limit;
-        items.truncate(limit);
-        let (lns, lname) = key(items.last().expect("limit > 0"));
-        metadata["continue"] = json!(format!("{list_rv}|{lns}|{lname}"));
-        metadata["remainingItemCount"] = json!(remaining);
-    }
-    Ok(json!({
-        "kind": format!("{}List", rt.kind),
-        "apiVersion": rt.api_version(),
-        "metadata": metadata,
-        "items": items,
-    }))
+/// Cut the last byte off a response body: still the object's text, no
+/// longer decodable JSON.
+async fn garble(resp: Response) -> Response {
+    let (parts, body) = resp.into_parts();
+    let mut bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .map(|b| b.to_vec())
+        .unwrap_or_default();
+    bytes.pop();
+    let mut parts = parts;
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+fn text_response(code: u16, text: &str) -> Response {
+    let mut resp = Response::new(Body::from(text.to_string()));
+    *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    resp
 }
 
 fn discovery(standin: &StandIn, route: Route) -> Response {

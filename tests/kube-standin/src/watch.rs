@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use crate::Inner;
 use crate::error::ApiError;
 use crate::faults::lock;
+use crate::partial::{self, Shape};
 use crate::resource::ResourceType;
 use crate::selectors::Selector;
 use crate::store::{EventType, LogEntry};
@@ -25,6 +26,8 @@ pub(crate) struct WatchFilter {
     /// `Some` only for a namespaced watch of a namespaced type.
     pub namespace: Option<String>,
     pub selector: Selector,
+    /// Metadata-only watches send `PartialObjectMetadata` objects.
+    pub shape: Shape,
 }
 
 /// Watch request options.
@@ -42,7 +45,7 @@ fn line(kind: &str, obj: &Value) -> Bytes {
     Bytes::from(s)
 }
 
-fn bookmark(rt: &ResourceType, rv: u64, initial_end: bool) -> Bytes {
+fn bookmark_object(rt: &ResourceType, rv: u64, initial_end: bool) -> Value {
     let mut obj = json!({
         "apiVersion": rt.api_version(),
         "kind": rt.kind,
@@ -51,10 +54,24 @@ fn bookmark(rt: &ResourceType, rv: u64, initial_end: bool) -> Bytes {
     if initial_end {
         obj["metadata"]["annotations"] = json!({"k8s.io/initial-events-end": "true"});
     }
-    line("BOOKMARK", &obj)
+    obj
 }
 
 impl WatchFilter {
+    /// One event line, the object reduced to its metadata for
+    /// metadata-only watches (a list-shaped Accept leaves objects whole, as
+    /// the real server's transformer does when it cannot convert).
+    fn line(&self, kind: &str, obj: &Value) -> Bytes {
+        match &self.shape {
+            Shape::Partial(v) => line(kind, &partial::object(obj, v)),
+            _ => line(kind, obj),
+        }
+    }
+
+    fn bookmark(&self, rv: u64, initial_end: bool) -> Bytes {
+        self.line("BOOKMARK", &bookmark_object(&self.rt, rv, initial_end))
+    }
+
     fn selects_entry(&self, e: &LogEntry) -> bool {
         e.gvr == self.rt.gvr() && (self.namespace.is_none() || e.namespace == self.namespace)
     }
@@ -67,16 +84,18 @@ impl WatchFilter {
         }
         let now = self.selector.matches(&e.object);
         match e.kind {
-            EventType::Added | EventType::Deleted => now.then(|| line(e.kind.as_str(), &e.object)),
+            EventType::Added | EventType::Deleted => {
+                now.then(|| self.line(e.kind.as_str(), &e.object))
+            }
             EventType::Modified => {
                 let before = e.old.as_ref().is_some_and(|o| self.selector.matches(o));
                 match (before, now) {
-                    (true, true) => Some(line("MODIFIED", &e.object)),
-                    (false, true) => Some(line("ADDED", &e.object)),
+                    (true, true) => Some(self.line("MODIFIED", &e.object)),
+                    (false, true) => Some(self.line("ADDED", &e.object)),
                     (true, false) => {
                         let mut old = e.old.as_deref().cloned().unwrap_or(Value::Null);
                         old["metadata"]["resourceVersion"] = json!(e.rv.to_string());
-                        Some(line("DELETED", &old))
+                        Some(self.line("DELETED", &old))
                     }
                     (false, false) => None,
                 }
@@ -148,13 +167,12 @@ impl WatchState {
         };
         match result {
             Err(oldest) => {
-                let status = ApiError {
-                    code: 410,
-                    reason: "Expired".into(),
-                    message: format!("too old resource version: {} ({})", self.cursor, oldest),
-                    details: None,
-                }
-                .to_status();
+                let mut err = ApiError::new(
+                    410,
+                    format!("too old resource version: {} ({})", self.cursor, oldest),
+                );
+                err.reason = "Expired".into();
+                let status = err.to_status();
                 self.pending.push_back(line("ERROR", &status));
                 self.finished = true;
             }
@@ -196,7 +214,7 @@ impl WatchState {
                     // write lets the server notice a client that went away
                     // (otherwise an idle stream would live until its timeout).
                     self.pending.push_back(if self.bookmarks {
-                        bookmark(&self.filter.rt, self.cursor, false)
+                        self.filter.bookmark(self.cursor, false)
                     } else {
                         Bytes::from_static(b"\n")
                     });
@@ -234,11 +252,11 @@ pub(crate) fn start(
         if from_rv.is_none() || opts.send_initial_events {
             let ns = filter.namespace.as_deref();
             for obj in store.list(&filter.rt, ns, &filter.selector) {
-                pending.push_back(line("ADDED", &obj));
+                pending.push_back(filter.line("ADDED", &obj));
             }
             let now = store.current_rv();
             if opts.send_initial_events {
-                pending.push_back(bookmark(&filter.rt, now, true));
+                pending.push_back(filter.bookmark(now, true));
             }
             (changes, now)
         } else {

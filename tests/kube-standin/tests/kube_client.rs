@@ -232,12 +232,25 @@ async fn crud_with_kube_client() {
         .unwrap();
     assert!(generated.name_any().starts_with("gen-") && generated.name_any().len() == 9);
 
-    // delete returns the object; afterwards 404
+    // an immediate delete of a Secret answers with a Status of success
+    // (the Secret registry does not return the deleted object); afterwards 404
     let deleted = secrets
         .delete("s1", &DeleteParams::default())
         .await
         .unwrap();
-    assert!(deleted.is_left());
+    let status = deleted
+        .right()
+        .expect("a Status for a Secret deleted at once");
+    assert_eq!(
+        status.status,
+        Some(kube::core::response::StatusSummary::Success)
+    );
+    let details = status.details.unwrap();
+    assert_eq!(
+        (details.name.as_str(), details.kind.as_str()),
+        ("s1", "secrets")
+    );
+    assert_eq!(Some(details.uid), meta.uid.clone());
     assert!(standin.get("v1/secrets", Some("default"), "s1").is_none());
     let err = secrets
         .delete("s1", &DeleteParams::default())
