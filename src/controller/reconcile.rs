@@ -89,9 +89,7 @@ pub async fn reconcile(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Result<Ac
         return cleanup::finalize(&ctx, &cr, &owner).await;
     }
     // Whole seconds: status times are RFC 3339 seconds anyway, and messages stay readable.
-    let now = Timestamp::now()
-        .round(jiff::Unit::Second)
-        .unwrap_or_else(|_| Timestamp::now());
+    let now = crate::ecr::whole_seconds(Timestamp::now());
     let r = Reconciler {
         cr: &cr,
         ctx: &ctx,

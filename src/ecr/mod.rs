@@ -15,7 +15,7 @@ use jiff::Timestamp;
 use secrecy::SecretString;
 
 pub use aws::AwsTokenSource;
-pub use cache::{HeldToken, Obtained, TokenCache, TokenKey};
+pub use cache::{HeldToken, Obtained, TokenCache, TokenKey, whole_seconds};
 pub use error::{EcrError, FailureKind};
 pub use token::decode_authorization_token;
 
