@@ -389,7 +389,13 @@ pub async fn run_with(
         controller =
             controller.watches_stream(ns_events, triggers::namespace_users(cr_store.clone()));
     }
-    let observer = tokio::spawn(observe_store(cr_store, Arc::clone(&ctx), observers.clone()));
+    // Aborted when this future ends or is dropped (a replica that lost its leadership
+    // cancels the controller rather than waiting for it).
+    let observer = AbortOnDrop(tokio::spawn(observe_store(
+        cr_store,
+        Arc::clone(&ctx),
+        observers.clone(),
+    )));
     controller
         .graceful_shutdown_on(shutdown)
         .run(reconcile::observed, error_policy, ctx)
@@ -401,12 +407,21 @@ pub async fn run_with(
             }
         })
         .await;
-    observer.abort();
+    drop(observer);
     if let Some(health) = &observers.health {
         health.set_synced(false);
     }
     tracing::info!("controller stopped");
     Ok(())
+}
+
+/// A task aborted when the guard is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Marks the caches synced once the resources are listed, then keeps the expiry gauges,
