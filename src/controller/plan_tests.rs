@@ -15,6 +15,10 @@ use crate::ecr::FailureKind;
 mod scenario;
 use scenario::*;
 
+/// What the controller remembers decides what `observe` finds; see the file.
+#[path = "memory_tests.rs"]
+mod memory;
+
 // ---------------------------------------------------------------------------------------
 // token_need
 // ---------------------------------------------------------------------------------------
