@@ -125,10 +125,17 @@ fn all_written_means_ready_with_the_new_token_described() {
         .absent(NS)
         .ours("team-a", holding("team-a", &old))
         .edited("team-b", holding("team-b", &old))
+        .ours(
+            "team-c",
+            SecretMeta {
+                metadata_intact: false,
+                ..holding("team-c", &old)
+            },
+        )
         .build();
     assert_eq!(plan::token_need(&input), TokenNeed::Refresh);
     let (p, out) = run(&input, &TokenState::Ready(Arc::clone(&new)), |_| done());
-    assert_eq!(p.ops.len(), 3);
+    assert_eq!(p.ops.len(), 4);
 
     let s = &out.status;
     assert_eq!(ready_of(s), is("True", "TokenRefreshed"));
@@ -138,8 +145,8 @@ fn all_written_means_ready_with_the_new_token_described() {
     // Fetch + 8h frequency comes before expiry (fetch + 12h) minus the margin.
     assert_eq!(s.next_refresh_time, Some(Time(at(h(8) - 30))));
     assert_eq!(out.requeue, Some(8 * HOUR - Duration::from_secs(30)));
-    assert_eq!(namespaces(s), [NS, "team-a", "team-b"]);
-    assert_eq!(s.served_namespaces, Some(3));
+    assert_eq!(namespaces(s), [NS, "team-a", "team-b", "team-c"]);
+    assert_eq!(s.served_namespaces, Some(4));
     assert!(s.failed_namespaces.is_empty());
     assert_eq!(s.error, None);
     assert_eq!(
@@ -150,7 +157,7 @@ fn all_written_means_ready_with_the_new_token_described() {
     assert_eq!(
         ready_message(s),
         format!(
-            "3 Secrets hold a token that expires at {}; next refresh at {}",
+            "4 Secrets hold a token that expires at {}; next refresh at {}",
             at(h(12) - 30),
             at(h(8) - 30)
         )
@@ -158,11 +165,11 @@ fn all_written_means_ready_with_the_new_token_described() {
     assert!(!out.failed);
     assert_eq!(out.label, "refreshed");
     assert!(out.held.as_ref().is_some_and(|h| Arc::ptr_eq(h, &new)));
-    assert_eq!(out.served, targets(&[NS, "team-a", "team-b"]));
+    assert_eq!(out.served, targets(&[NS, "team-a", "team-b", "team-c"]));
 
     assert_eq!(
         normal_notes(&out),
-        [("Created", 1), ("Repaired", 1), ("Refreshed", 1)]
+        [("Created", 1), ("Repaired", 2), ("Refreshed", 1)]
     );
     assert!(warnings(&out).is_empty());
     let created = &out.notes[0].note;
@@ -174,7 +181,9 @@ fn all_written_means_ready_with_the_new_token_described() {
     assert!(
         out.notes[1]
             .note
-            .starts_with("Rewrote changed Secret team-b/")
+            .starts_with("Rewrote changed Secret team-b/ecr-credentials, team-c/ecr-credentials;"),
+        "{}",
+        out.notes[1].note
     );
     assert!(
         out.notes[2]
@@ -439,9 +448,11 @@ fn a_stale_secret_that_cannot_be_deleted_is_retried_as_a_failure() {
 #[test]
 fn a_failed_token_keeps_the_secrets_and_what_status_said_about_them() {
     let old = ecr_token("old", h(9));
+    let mut previous = with_failures(status_holding(&old), 4);
+    previous.next_refresh_time = Some(Time(at(-h(1))));
     let input = Scenario::new()
         .holding(&old)
-        .status(with_failures(status_holding(&old), 4))
+        .status(previous)
         .ours(NS, holding(NS, &old))
         .ours("team-a", holding("team-a", &old))
         .build();
@@ -609,6 +620,49 @@ fn a_failed_update_does_not_unlink_the_secret_from_its_service_accounts() {
         let ops = plan::pull_secret_ops(UID, &input.resource.service_accounts, &views, &out.served);
         assert!(ops.is_empty(), "{answer:?} unlinks the Secret: {ops:?}");
     }
+}
+
+#[test]
+fn a_secret_kept_for_lack_of_a_token_still_serves() {
+    let old = ecr_token("old", h(9));
+    // Edited by someone: it needs a rewrite, and no token can be had.
+    let input = Scenario::new()
+        .holding(&old)
+        .held(None)
+        .edited(NS, holding(NS, &old))
+        .build();
+    let token = failed_token(
+        FailureKind::Throttled,
+        "Rate exceeded",
+        RetryDecision::RetryAfter(Duration::from_secs(30)),
+        None,
+    );
+    let (p, out) = run(&input, &token, |_| done());
+    assert_eq!(p.held, [(target(NS), plan::Held::NoToken)]);
+    assert_eq!(out.served, targets(&[NS]));
+    assert_eq!(namespaces(&out.status), [NS]);
+    assert!(out.status.failed_namespaces.is_empty(), "{:?}", out.status);
+}
+
+#[test]
+fn secrets_already_holding_the_token_recover_a_lost_status_write() {
+    // The last reconcile wrote the new token and remembered it, but its status patch was
+    // lost: status still describes the old token, long due.
+    let old = ecr_token("old", h(9));
+    let new = ecr_token("new", 60);
+    let input = Scenario::new()
+        .holding(&old)
+        .held(Some(&new))
+        .ours(NS, holding(NS, &new))
+        .build();
+    assert_eq!(plan::token_need(&input), TokenNeed::Refresh);
+    assert!(input.accepts(&new));
+    let (p, out) = run(&input, &TokenState::Ready(Arc::clone(&new)), |_| done());
+    assert!(p.ops.is_empty(), "{:?}", p.ops);
+    assert_eq!(out.label, "up_to_date");
+    assert_eq!(out.status.last_updated_time, Some(Time(new.fetched_at)));
+    assert_eq!(out.status.expires_at, Some(Time(new.token.expires_at)));
+    assert_eq!(out.status.next_refresh_time, Some(Time(at(h(8) - 60))));
 }
 
 // ---------------------------------------------------------------------------------------
