@@ -431,3 +431,7 @@ pub fn pull_secret_ops(
     }
     ops
 }
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;

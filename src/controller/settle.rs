@@ -464,3 +464,7 @@ fn summarize_failures(failures: &[NamespaceFailure]) -> String {
     }
     s
 }
+
+#[cfg(test)]
+#[path = "settle_tests.rs"]
+mod tests;
