@@ -15,6 +15,7 @@ use super::apply::added_pull_secrets;
 use super::plan::{Found, Input, Resource, ServiceAccountView, Stale, Target};
 use super::{Context, Error};
 use crate::api::{ECRTokenRefresh, ValidSpec};
+use crate::ecr::TokenKey;
 use crate::secret::{Owner, SecretMeta, SecretTarget};
 
 /// Builds the plan's input for `cr` (validated as `spec`) and its `targets`.
@@ -55,6 +56,10 @@ pub(super) async fn input(
             frequency: spec.frequency,
             status: cr.status.clone().unwrap_or_default(),
             service_accounts: cr.spec.service_accounts.clone(),
+            token_key: TokenKey {
+                region: spec.registry.region.clone(),
+                fips: spec.registry.fips,
+            },
         },
         targets: observed,
         stale,

@@ -16,7 +16,7 @@ use jiff::Timestamp;
 
 use super::schedule::{self, ScheduleSettings};
 use crate::api::ECRTokenRefreshStatus;
-use crate::ecr::{EcrError, HeldToken};
+use crate::ecr::{EcrError, HeldToken, TokenKey};
 use crate::policy::RetryDecision;
 use crate::secret::{self, Owner, SecretMeta, SecretTarget};
 
@@ -35,6 +35,8 @@ pub struct Resource {
     pub status: ECRTokenRefreshStatus,
     /// `spec.serviceAccounts`.
     pub service_accounts: Vec<String>,
+    /// The key of the tokens it may use (its identity, region, FIPS or not).
+    pub token_key: TokenKey,
 }
 
 /// What is at a target now.
@@ -123,15 +125,17 @@ impl Input {
         ))
     }
 
-    /// Whether `token` is fresh enough for this resource now: its own refresh time (the
-    /// earlier of `fetched_at + frequency` and expiry minus the margin) is still ahead.
+    /// Whether `token` serves this resource now: it has the resource's key (a spec moved to
+    /// another region needs another token) and is fresh enough (its own refresh time, the
+    /// earlier of `fetched_at + frequency` and expiry minus the margin, is still ahead).
     pub fn accepts(&self, token: &HeldToken) -> bool {
-        schedule::next_refresh(
-            token.fetched_at,
-            self.resource.frequency,
-            token.token.expires_at,
-            &self.schedule,
-        ) > self.now
+        token.key == self.resource.token_key
+            && schedule::next_refresh(
+                token.fetched_at,
+                self.resource.frequency,
+                token.token.expires_at,
+                &self.schedule,
+            ) > self.now
     }
 
     fn generation_seen(&self) -> bool {
@@ -171,6 +175,8 @@ pub fn token_need(input: &Input) -> TokenNeed {
     let expected_expiry = input.resource.status.expires_at.as_ref().map(|t| t.0);
     let broken = input.targets.iter().any(|t| match &t.found {
         Found::Absent => true,
+        // A Secret being deleted is not written (see `plan`): it needs no token.
+        Found::Ours { meta, .. } if meta.terminating => false,
         Found::Ours { meta, edited } => {
             *edited
                 || !meta.metadata_intact

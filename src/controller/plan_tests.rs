@@ -198,13 +198,6 @@ fn one_writable_target_among_foreign_ones_needs_a_token() {
 }
 
 #[test]
-#[ignore = "BUG: token_need's `broken` check does not skip terminating targets, so a \
-            terminating Secret of ours that is edited (the deletion itself moves its \
-            resourceVersion, so Memory::recall reports every terminating Secret as edited), \
-            not intact, hashless or with another expiry gives TokenNeed::Repair although plan \
-            never writes a terminating target (Held::Terminating): with every other target \
-            intact, each reconcile while it terminates obtains a token for nothing (after a \
-            restart a seed GET, or an ECR call whose new token then rewrites every Secret)"]
 fn a_broken_terminating_target_alone_does_not_need_a_token() {
     let tok = ecr_token("pw", h(1));
     let input = Scenario::new()

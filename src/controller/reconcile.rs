@@ -379,7 +379,11 @@ impl Reconciler<'_> {
         match secret::seed_token(&found, &self.owner, &spec.registry.host, expires_at) {
             Ok(token) => {
                 tracing::info!(secret = %own.target, "token taken back from the resource's own Secret");
-                Some(HeldToken { token, fetched_at })
+                Some(HeldToken {
+                    key: input.resource.token_key.clone(),
+                    token,
+                    fetched_at,
+                })
             }
             Err(why) => {
                 tracing::info!(secret = %own.target, %why, "the resource's own Secret cannot seed the token");

@@ -103,6 +103,8 @@ pub fn settle(
     let mut write_failed = false;
     let mut conflicted = false;
     let mut stale_left = 0usize;
+    // Served targets that hold the token of this reconcile (written, or found current).
+    let mut with_token = 0usize;
 
     let op_result: BTreeMap<&SecretTarget, (&SecretOp, &OpResult)> = plan
         .ops
@@ -158,7 +160,10 @@ pub fn settle(
                 // Left as it is: it holds the refreshed token, or what it held.
                 served.insert(t.target.clone());
                 match (&t.found, token) {
-                    (_, TokenState::Ready(tok)) => expiries.push(tok.token.expires_at),
+                    (_, TokenState::Ready(tok)) => {
+                        with_token += 1;
+                        expiries.push(tok.token.expires_at)
+                    }
                     (Found::Ours { meta, .. }, _) => expiries.extend(meta.expires_at),
                     _ => {}
                 }
@@ -166,6 +171,7 @@ pub fn settle(
             Some((op, OpResult::Done { .. })) => {
                 served.insert(t.target.clone());
                 if let Some(tok) = written {
+                    with_token += 1;
                     expiries.push(tok.token.expires_at);
                 }
                 match (op, &t.found) {
@@ -186,6 +192,30 @@ pub fn settle(
                     message: format!(
                         "Secret {} exists and is not managed by ecr-token-refresh for this resource; it is left untouched",
                         t.target
+                    ),
+                });
+            }
+            Some((_, OpResult::Changed | OpResult::Failed(_))) if still_serving(&t.found, now) => {
+                // The rewrite failed, but the Secret there still holds an unexpired token:
+                // it serves (and keeps its ServiceAccount entries) while it is retried.
+                write_failed = true;
+                served.insert(t.target.clone());
+                if let Found::Ours { meta, .. } = &t.found {
+                    expiries.extend(meta.expires_at);
+                }
+                failures.push(NamespaceFailure {
+                    namespace: t.target.namespace.clone(),
+                    reason: reason::SECRET_WRITE_FAILED.to_string(),
+                    message: status::truncate(
+                        &format!(
+                            "cannot rewrite Secret {} ({}); it keeps the token it holds and is retried",
+                            t.target,
+                            match op_result.get(&t.target) {
+                                Some((_, OpResult::Failed(m))) => m.as_str(),
+                                _ => "it changed meanwhile",
+                            }
+                        ),
+                        status::MAX_ITEM_MESSAGE,
                     ),
                 });
             }
@@ -225,15 +255,17 @@ pub fn settle(
     let mut notes = Vec::new();
     let wrote = !(created.is_empty() && repaired.is_empty() && refreshed.is_empty());
     // What the Secrets hold now.
-    let (last_updated, expires_at) = match (written, wrote) {
-        (Some(tok), true) => (Some(tok.fetched_at), expiries.iter().min().copied()),
-        (Some(tok), false) if !served.is_empty() && matches!(token, TokenState::Ready(_)) => {
-            (Some(tok.fetched_at), expiries.iter().min().copied())
-        }
-        _ => (
-            previous.last_updated_time.as_ref().map(|t| t.0),
-            previous.expires_at.as_ref().map(|t| t.0),
+    // What the Secrets hold now: the token of this reconcile where it was written or found,
+    // and the earliest expiry among the served Secrets (some may keep an older token).
+    let previous_update = previous.last_updated_time.as_ref().map(|t| t.0);
+    let previous_expiry = previous.expires_at.as_ref().map(|t| t.0);
+    let (last_updated, expires_at) = match written {
+        Some(tok) if with_token > 0 => (Some(tok.fetched_at), expiries.iter().min().copied()),
+        _ if !served.is_empty() => (
+            previous_update,
+            expiries.iter().min().copied().or(previous_expiry),
         ),
+        _ => (previous_update, previous_expiry),
     };
     let next_refresh = match (last_updated, expires_at) {
         (Some(l), Some(e)) => Some(schedule::next_refresh(
@@ -244,8 +276,9 @@ pub fn settle(
         )),
         _ => None,
     };
+    // A fresh token is held even when every write failed: the retries use it.
     let held = match token {
-        TokenState::Ready(t) if !served.is_empty() => Some(Arc::clone(t)),
+        TokenState::Ready(t) => Some(Arc::clone(t)),
         _ => input.held.clone(),
     };
 
@@ -359,13 +392,16 @@ pub fn settle(
                     count: 0,
                 });
             }
-            let mut requeue = next_refresh.map(|n| until(now, n));
-            if write_failed || stale_left > 0 {
-                requeue = Some(requeue.map_or(retry.write_delay, |r| r.min(retry.write_delay)));
-            }
+            // The next refresh; failed items sooner, but never sooner than their backoff
+            // (a refresh already due is what the retry does, with the held token).
+            let refresh_in = next_refresh.map(|n| until(now, n)).filter(|d| !d.is_zero());
+            let mut requeue = refresh_in;
             if conflicted {
                 requeue =
                     Some(requeue.map_or(retry.conflict_recheck, |r| r.min(retry.conflict_recheck)));
+            }
+            if write_failed || stale_left > 0 {
+                requeue = Some(retry.write_delay);
             }
             let label = if wrote { "refreshed" } else { "up_to_date" };
             (true, why, message, next_refresh, requeue, label)
@@ -445,6 +481,13 @@ pub fn settle(
         held,
         served,
     }
+}
+
+/// Whether what was found at a target is a Secret of ours that still holds an unexpired
+/// token (so it serves even when rewriting it failed).
+fn still_serving(found: &Found, now: Timestamp) -> bool {
+    matches!(found, Found::Ours { meta, .. }
+        if !meta.terminating && meta.expires_at.is_some_and(|e| e > now))
 }
 
 /// One line about the failed namespaces: the first few, and how many more.

@@ -16,7 +16,7 @@ use secrecy::SecretString;
 use crate::api::ECRTokenRefreshStatus;
 use crate::controller::plan::{Found, Input, Resource, ServiceAccountView, Stale, Target};
 use crate::controller::schedule::ScheduleSettings;
-use crate::ecr::{AuthorizationToken, EcrError, FailureKind, HeldToken};
+use crate::ecr::{AuthorizationToken, EcrError, FailureKind, HeldToken, TokenKey};
 use crate::secret::{self, Owner, SecretMeta, SecretTarget};
 
 /// The registry host of every scenario.
@@ -31,6 +31,14 @@ pub const UID: &str = "uid-of-the-resource";
 pub const OTHER_UID: &str = "uid-of-another-resource";
 /// One hour.
 pub const HOUR: Duration = Duration::from_secs(3600);
+
+/// The token key of every scenario's resource (us-east-1, not FIPS).
+pub fn key() -> TokenKey {
+    TokenKey {
+        region: "us-east-1".into(),
+        fips: false,
+    }
+}
 
 /// "Now" in every scenario (whole seconds, as the reconcile uses).
 pub fn now() -> Timestamp {
@@ -52,6 +60,7 @@ pub const fn h(hours: i64) -> i64 {
 /// A token with `password`, fetched at `fetched_at`, expiring at `expires_at`.
 pub fn token(password: &str, fetched_at: Timestamp, expires_at: Timestamp) -> Arc<HeldToken> {
     Arc::new(HeldToken {
+        key: key(),
         token: AuthorizationToken {
             username: "AWS".into(),
             password: SecretString::from(password.to_string()),
@@ -171,6 +180,7 @@ impl Scenario {
                     frequency: 8 * HOUR,
                     status: ECRTokenRefreshStatus::default(),
                     service_accounts: Vec::new(),
+                    token_key: key(),
                 },
                 targets: Vec::new(),
                 stale: Vec::new(),

@@ -19,6 +19,8 @@ use super::{AuthorizationToken, EcrError, TokenRequest, TokenSource};
 /// A token and when it was obtained. `Debug` never shows the password.
 #[derive(Debug, Clone)]
 pub struct HeldToken {
+    /// Who asked, where: a token serves only resources with the same key.
+    pub key: TokenKey,
     /// The token.
     pub token: AuthorizationToken,
     /// When it was obtained from ECR (whole seconds; the request was sent at or after it).
@@ -125,6 +127,7 @@ impl TokenCache {
             };
         }
         let fetched_at = whole_seconds(Timestamp::now());
+        let key = TokenKey::of(request);
         let result = self
             .source
             .authorization_token(request)
@@ -133,7 +136,11 @@ impl TokenCache {
                 // Status and annotations keep whole seconds: so does the held token, so
                 // that they compare equal after a restart.
                 token.expires_at = whole_seconds(token.expires_at);
-                Arc::new(HeldToken { token, fetched_at })
+                Arc::new(HeldToken {
+                    key,
+                    token,
+                    fetched_at,
+                })
             });
         if let Ok(held) = &result {
             slot.held = Some(Arc::clone(held));
