@@ -512,7 +512,13 @@ impl Reconciler<'_> {
             .await;
         }
         if settled.label == "refreshed" {
-            tracing::info!(served = settled.served.len(), expires_at = ?settled.status.expires_at.as_ref().map(|t| t.0), "secrets written");
+            let expires_at = settled
+                .status
+                .expires_at
+                .as_ref()
+                .map(|t| t.0.to_string())
+                .unwrap_or_default();
+            tracing::info!(served = settled.served.len(), %expires_at, "secrets written");
         }
         Ok(match settled.requeue {
             Some(d) => Action::requeue(d.max(Duration::from_millis(500))),
