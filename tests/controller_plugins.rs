@@ -3,8 +3,7 @@
 //! fails only the resources that select it.
 
 mod common;
-#[path = "common/plugins.rs"]
-mod plugins;
+use common::plugins;
 
 use std::sync::Arc;
 

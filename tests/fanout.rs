@@ -1,8 +1,7 @@
 //! Namespace fan-out with the example label plugin, against the Kubernetes stand-in.
 
 mod common;
-#[path = "common/plugins.rs"]
-mod plugins;
+use common::plugins;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

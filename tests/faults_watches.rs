@@ -166,15 +166,6 @@ async fn after_410_gone_the_operator_lists_again_and_stays_consistent() {
 }
 
 #[tokio::test]
-#[ignore = "BUG: after 410 Gone on its watches the operator is deaf for ~15-20 s (measured \
-            here: 7-17 s until the Secrets are listed again, 15-20 s until all four watches \
-            are): every watch \
-            error also pauses kube-runtime's Controller trigger stream (Controller::\
-            trigger_backoff, kube's DefaultBackoff shared by all four watches, growing \
-            1 s, 2.5 s, 5 s, 12 s... with each error and reset only after 120 s quiet) on top \
-            of each watch's own default_backoff, so no watch relists and no trigger (a \
-            deleted Secret, a new namespace) is seen until it runs out; client-go relists \
-            at once after a 410"]
 async fn the_watches_relist_promptly_after_410_gone() {
     let world = forgetful_world().await;
     world.apply("default", "victim", spec_for(HOST));
@@ -187,9 +178,8 @@ async fn the_watches_relist_promptly_after_410_gone() {
 }
 
 /// A Secret deleted while the watches are down is never seen deleted (the relist after 410
-/// just no longer has it); it comes back all the same, once every watch has listed again
-/// (today through the Namespace relist, which reconciles the resources of every namespace;
-/// slow, see the case above).
+/// just no longer has it): the operator compares the new list with the Secrets it wrote
+/// and reconciles the owners of the missing ones.
 #[tokio::test]
 async fn a_secret_deleted_while_the_watches_are_down_is_restored_after_the_relist() {
     let mut world = forgetful_world().await;
@@ -228,7 +218,6 @@ async fn a_secret_deleted_while_the_watches_are_down_is_restored_after_the_relis
             .unwrap();
     }
     world.cluster.api.faults().set_latency(Duration::ZERO);
-    // (Slow: see the case above.)
     assert!(
         poll_until(Duration::from_secs(60), || lists() > before).await,
         "no relist"

@@ -6,8 +6,7 @@
 //! subscriber, both process-wide.
 
 mod common;
-#[path = "common/plugins.rs"]
-mod plugins;
+use common::plugins;
 
 use std::sync::Arc;
 

@@ -160,6 +160,27 @@ impl Memory {
         }
     }
 
+    /// Every target the operator wrote or verified and has not seen deleted.
+    pub fn targets(&self) -> Vec<SecretTarget> {
+        lock(&self.written)
+            .iter()
+            .filter(|(_, w)| !w.deleted)
+            .map(|(t, _)| t.clone())
+            .collect()
+    }
+
+    /// The uid of the resource the operator wrote or verified `target` for, if any.
+    pub fn record_owner(&self, target: &SecretTarget) -> Option<String> {
+        lock(&self.written).get(target).map(|w| w.owner_uid.clone())
+    }
+
+    /// Notes that the Secret at `target` is gone, whatever its uid (a relist no longer has it).
+    pub fn mark_gone(&self, target: &SecretTarget) {
+        if let Some(w) = lock(&self.written).get_mut(target) {
+            w.deleted = true;
+        }
+    }
+
     /// Whether the operator wrote or verified `target` for the resource with `owner_uid`.
     pub fn has_record(&self, target: &SecretTarget, owner_uid: &str) -> bool {
         lock(&self.written)

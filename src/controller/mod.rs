@@ -26,15 +26,15 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use kube::Client;
 use kube::api::{Api, ListParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::watcher;
-use kube::{Client, ResourceExt};
 
 use crate::api::ECRTokenRefresh;
 use crate::ecr::{TokenCache, TokenSource};
@@ -319,10 +319,11 @@ pub async fn run_with(
         .reflect(cr_writer)
         .applied_objects()
         .predicate_filter(triggers::resource_changed, Default::default());
+    let cr_events = log_errors(cr_events, "ecrtokenrefreshes");
 
     // Managed Secrets: one metadata-only watch of labelled image-pull Secrets feeds the
     // cache reconciles read and the trigger that repairs a deleted or edited Secret.
-    let (secret_store, secret_writer) = reflector::store();
+    let (secret_store, secret_writer) = reflector::store::<PartialObjectMeta<Secret>>();
     let secret_events = watcher::watcher(
         secrets,
         watcher::Config::default()
@@ -333,20 +334,11 @@ pub async fn run_with(
     .default_backoff()
     .modify(caches::strip_secret)
     .reflect(secret_writer)
-    .map_ok({
-        let memory = Arc::clone(&memory);
-        move |event| {
-            if let watcher::Event::Delete(s) = &event {
-                let target = crate::secret::SecretTarget {
-                    namespace: s.namespace().unwrap_or_default(),
-                    name: s.name_any(),
-                };
-                memory.mark_deleted(&target, s.metadata.uid.as_deref().unwrap_or_default());
-            }
-            event
-        }
-    })
-    .touched_objects();
+    .flat_map(triggers::secret_changes(
+        secret_store.clone(),
+        Arc::clone(&memory),
+    ));
+    let secret_events = log_errors(secret_events, "secrets");
     // Namespaces (metadata only) are the fan-out candidates; only a cluster-wide
     // operator can fan out.
     let (ns_store, ns_writer) = reflector::store();
@@ -356,6 +348,7 @@ pub async fn run_with(
         .modify(caches::strip_namespace)
         .reflect(ns_writer)
         .touched_objects();
+    let ns_events = log_errors(ns_events, "namespaces");
     let (sa_store, sa_writer) = reflector::store();
     let sa_api: Api<ServiceAccount> = match &settings.namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
@@ -366,6 +359,7 @@ pub async fn run_with(
         .modify(caches::strip_service_account)
         .reflect(sa_writer)
         .touched_objects();
+    let sa_events = log_errors(sa_events, "serviceaccounts");
 
     ctx.caches = Some(Caches::new(
         secret_store,
@@ -413,6 +407,29 @@ pub async fn run_with(
     }
     tracing::info!("controller stopped");
     Ok(())
+}
+
+/// Logs and drops the errors of a watch stream. The watcher lists again on its own (after
+/// its backoff, with a 410 Gone at once); an error passed on to the Controller would pause
+/// every trigger stream for seconds (kube-runtime's trigger backoff), leaving the operator
+/// deaf to deleted Secrets and new namespaces meanwhile.
+fn log_errors<T, S>(
+    stream: S,
+    watch: &'static str,
+) -> impl futures::Stream<Item = Result<T, watcher::Error>> + Send
+where
+    S: futures::Stream<Item = Result<T, watcher::Error>> + Send,
+    T: Send,
+{
+    stream.filter_map(move |item| async move {
+        match item {
+            Ok(object) => Some(Ok(object)),
+            Err(error) => {
+                tracing::warn!(watch, %error, "watch failed; listing again");
+                None
+            }
+        }
+    })
 }
 
 /// A task aborted when the guard is dropped.

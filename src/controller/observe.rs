@@ -112,6 +112,11 @@ async fn find(ctx: &Context, owner: &Owner, target: &SecretTarget) -> Result<Fou
 /// labels, in the namespaces it may write into), or, without caches, from its status.
 fn stale(ctx: &Context, cr: &ECRTokenRefresh, owner: &Owner, targets: &[Target]) -> Vec<Stale> {
     let wanted: BTreeSet<&SecretTarget> = targets.iter().map(|t| &t.target).collect();
+    let status_expiry = cr
+        .status
+        .as_ref()
+        .and_then(|s| s.expires_at.as_ref())
+        .map(|t| t.0);
     let may_fan_out = ctx.settings.fanout_sources.contains(&owner.namespace);
     let mut out: Vec<Stale> = match &ctx.caches {
         Some(caches) => {
@@ -128,7 +133,16 @@ fn stale(ctx: &Context, cr: &ECRTokenRefresh, owner: &Owner, targets: &[Target])
                         namespace: s.namespace().unwrap_or_default(),
                         name: s.name_any(),
                     };
-                    (meta.ours && !wanted.contains(&target)).then_some(Stale { target, meta })
+                    let home = target.namespace == owner.namespace;
+                    // Elsewhere, a Secret merely labelled with this resource's uid is not
+                    // taken for a copy of it: the operator wrote or verified it, or it holds
+                    // the token status says the copies hold (a copy left behind while the
+                    // operator was down).
+                    let copy = home
+                        || ctx.memory.has_record(&target, &owner.uid)
+                        || (meta.expires_at.is_some() && meta.expires_at == status_expiry);
+                    (meta.ours && copy && !wanted.contains(&target))
+                        .then_some(Stale { target, meta })
                 })
                 .collect();
             // Written moments ago, not in the cache yet.

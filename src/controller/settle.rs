@@ -134,8 +134,9 @@ pub fn settle(
                     )
                 }
                 Held::NoToken => {
-                    // An existing Secret of ours still serves with what it holds.
-                    if let Found::Ours { meta, .. } = &t.found
+                    // An existing Secret of ours, as written, still serves with what it holds.
+                    if still_serving(&t.found, now)
+                        && let Found::Ours { meta, .. } = &t.found
                         && let Some(e) = meta.expires_at
                     {
                         served.insert(t.target.clone());
@@ -483,11 +484,14 @@ pub fn settle(
     }
 }
 
-/// Whether what was found at a target is a Secret of ours that still holds an unexpired
-/// token (so it serves even when rewriting it failed).
+/// Whether what was found at a target is a Secret of ours, as the operator wrote it, that
+/// still holds an unexpired token (so it serves even when rewriting it failed). A Secret
+/// someone else edited is never trusted: its annotations may be forged.
 fn still_serving(found: &Found, now: Timestamp) -> bool {
-    matches!(found, Found::Ours { meta, .. }
-        if !meta.terminating && meta.expires_at.is_some_and(|e| e > now))
+    matches!(found, Found::Ours { meta, edited: false }
+        if !meta.terminating
+            && meta.metadata_intact
+            && meta.expires_at.is_some_and(|e| e > now))
 }
 
 /// One line about the failed namespaces: the first few, and how many more.

@@ -632,25 +632,49 @@ fn a_failed_update_does_not_unlink_the_secret_from_its_service_accounts() {
 }
 
 #[test]
-fn a_secret_kept_for_lack_of_a_token_still_serves() {
+fn a_secret_kept_for_lack_of_a_token_still_serves_unless_someone_edited_it() {
     let old = ecr_token("old", h(9));
-    // Edited by someone: it needs a rewrite, and no token can be had.
+    let token = || {
+        failed_token(
+            FailureKind::Throttled,
+            "Rate exceeded",
+            RetryDecision::RetryAfter(Duration::from_secs(30)),
+            None,
+        )
+    };
+    // As written, but its expiry annotation disagrees with status (it needs a rewrite):
+    // it still serves what it holds.
+    let mut stale = holding(NS, &old);
+    stale.expires_at = Some(at(h(1)));
     let input = Scenario::new()
         .holding(&old)
         .held(None)
-        .edited(NS, holding(NS, &old))
+        .ours(NS, stale)
         .build();
-    let token = failed_token(
-        FailureKind::Throttled,
-        "Rate exceeded",
-        RetryDecision::RetryAfter(Duration::from_secs(30)),
-        None,
-    );
-    let (p, out) = run(&input, &token, |_| done());
+    let (p, out) = run(&input, &token(), |_| done());
     assert_eq!(p.held, [(target(NS), plan::Held::NoToken)]);
     assert_eq!(out.served, targets(&[NS]));
     assert_eq!(namespaces(&out.status), [NS]);
     assert!(out.status.failed_namespaces.is_empty(), "{:?}", out.status);
+
+    // Edited by someone: its annotations may be forged, so it is not counted as serving
+    // and its expiry never reaches status.
+    let mut forged = holding(NS, &old);
+    forged.expires_at = Some(at(h(10_000)));
+    let input = Scenario::new()
+        .holding(&old)
+        .held(None)
+        .edited(NS, forged)
+        .build();
+    let (p, out) = run(&input, &token(), |_| done());
+    assert_eq!(p.held, [(target(NS), plan::Held::NoToken)]);
+    assert!(out.served.is_empty());
+    assert_eq!(out.status.expires_at, Some(Time(old.token.expires_at)));
+    assert_eq!(
+        out.status.failed_namespaces[0].reason, "TokenUnavailable",
+        "{:?}",
+        out.status
+    );
 }
 
 #[test]

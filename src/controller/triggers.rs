@@ -18,6 +18,7 @@ use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use kube::ResourceExt;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher::{self, Event};
 
 use super::Memory;
 use super::apply::added_pull_secrets;
@@ -35,12 +36,13 @@ pub fn resource_changed(cr: &ECRTokenRefresh) -> Option<u64> {
     Some(h.finish())
 }
 
-/// Maps a managed Secret to the resource it belongs to, if that should reconcile.
+/// Maps a managed Secret to the resources that should look at it: the one its owner labels
+/// name (when the Secret is in its namespace or is one the operator wrote for it), and the
+/// one the operator wrote it for (whose copy it was, even if someone relabelled it).
 pub fn secret_owner(
     crs: Store<ECRTokenRefresh>,
     memory: Arc<Memory>,
-) -> impl Fn(PartialObjectMeta<Secret>) -> Option<ObjectRef<ECRTokenRefresh>> + Send + Sync + 'static
-{
+) -> impl Fn(PartialObjectMeta<Secret>) -> Vec<ObjectRef<ECRTokenRefresh>> + Send + Sync + 'static {
     move |s| {
         let target = SecretTarget {
             namespace: s.namespace().unwrap_or_default(),
@@ -48,25 +50,87 @@ pub fn secret_owner(
         };
         let rv = s.resource_version().unwrap_or_default();
         if memory.is_own_write(&target, &rv) {
-            return None;
+            return Vec::new();
         }
-        let labels = s.labels();
-        let owner = match labels.get(OWNER_UID_LABEL) {
-            Some(uid) => crs
-                .state()
+        let by_uid = |uid: &str| {
+            crs.state()
                 .into_iter()
-                .find(|cr| cr.metadata.uid.as_deref() == Some(uid.as_str()))?,
-            // Written by an earlier version: owner name and namespace labels.
-            None => {
-                let name = labels.get(OWNER_NAME_ANNOTATION)?;
-                let namespace = labels.get(OWNER_NAMESPACE_LABEL)?;
-                crs.get(&ObjectRef::new(name).within(namespace))?
-            }
+                .find(|cr| cr.metadata.uid.as_deref() == Some(uid))
         };
-        let uid = owner.metadata.uid.clone().unwrap_or_default();
-        let own_namespace = owner.namespace().as_deref() == Some(target.namespace.as_str());
-        (own_namespace || memory.has_record(&target, &uid))
-            .then(|| ObjectRef::from_obj(owner.as_ref()))
+        let labels = s.labels();
+        let labelled = match labels.get(OWNER_UID_LABEL) {
+            Some(uid) => by_uid(uid),
+            // Written by an earlier version: owner name and namespace labels.
+            None => labels
+                .get(OWNER_NAME_ANNOTATION)
+                .zip(labels.get(OWNER_NAMESPACE_LABEL))
+                .and_then(|(name, namespace)| crs.get(&ObjectRef::new(name).within(namespace))),
+        };
+        let mut out = Vec::new();
+        if let Some(owner) = labelled {
+            let uid = owner.metadata.uid.clone().unwrap_or_default();
+            let own_namespace = owner.namespace().as_deref() == Some(target.namespace.as_str());
+            if own_namespace || memory.has_record(&target, &uid) {
+                out.push(ObjectRef::from_obj(owner.as_ref()));
+            }
+        }
+        if let Some(writer) = memory.record_owner(&target).and_then(|uid| by_uid(&uid)) {
+            let r = ObjectRef::from_obj(writer.as_ref());
+            if !out.contains(&r) {
+                out.push(r);
+            }
+        }
+        out
+    }
+}
+
+/// A managed Secret, metadata only.
+type SecretMeta = PartialObjectMeta<Secret>;
+/// An event of the managed-Secret watch.
+pub type SecretEvent = Result<Event<SecretMeta>, watcher::Error>;
+/// The Secrets one such event says changed.
+pub type ChangedSecrets =
+    futures::stream::Iter<std::vec::IntoIter<Result<SecretMeta, watcher::Error>>>;
+
+/// Turns the managed-Secret watch's events into the Secrets that changed: each one applied
+/// or deleted (a deletion is noted in `memory`), and, when the watch has listed again
+/// (after a 410 Gone or a reconnection), every Secret the operator wrote that the new list
+/// no longer has — deleted while the watch was down, which no event reports.
+pub fn secret_changes(
+    store: Store<SecretMeta>,
+    memory: Arc<Memory>,
+) -> impl FnMut(SecretEvent) -> ChangedSecrets + Send + 'static {
+    move |event| {
+        let out: Vec<Result<SecretMeta, watcher::Error>> = match event {
+            Err(e) => vec![Err(e)],
+            Ok(Event::Init) => Vec::new(),
+            Ok(Event::Apply(s) | Event::InitApply(s)) => vec![Ok(s)],
+            Ok(Event::Delete(s)) => {
+                let target = SecretTarget {
+                    namespace: s.namespace().unwrap_or_default(),
+                    name: s.name_any(),
+                };
+                memory.mark_deleted(&target, s.metadata.uid.as_deref().unwrap_or_default());
+                vec![Ok(s)]
+            }
+            Ok(Event::InitDone) => memory
+                .targets()
+                .into_iter()
+                .filter(|t| {
+                    store
+                        .get(&ObjectRef::new(&t.name).within(&t.namespace))
+                        .is_none()
+                })
+                .map(|t| {
+                    memory.mark_gone(&t);
+                    let mut gone = PartialObjectMeta::<Secret>::default();
+                    gone.metadata.name = Some(t.name);
+                    gone.metadata.namespace = Some(t.namespace);
+                    Ok(gone)
+                })
+                .collect(),
+        };
+        futures::stream::iter(out)
     }
 }
 

@@ -285,10 +285,7 @@ pub fn password_in(s: &Value, host: &str) -> String {
 // ---------------------------------------------------------------------------------------
 // Fan-out, plugins, ServiceAccounts and observation helpers (fault matrix, part 2).
 
-// The plugin builder, for `plugin_policies` (test binaries that also include it
-// themselves get a second copy; it builds the plugins at most once per copy).
-#[path = "plugins.rs"]
-mod plugins;
+use super::plugins;
 
 /// Plural path of ServiceAccounts in the stand-in.
 pub const SERVICE_ACCOUNTS: &str = "v1/serviceaccounts";
