@@ -138,11 +138,12 @@ async fn a_secret_deleted_during_an_ecr_outage_comes_back_with_the_held_token() 
     world.stop().await;
 }
 
-#[tokio::test]
-async fn failed_status_writes_cost_no_new_token() {
+/// The first 6 status writes fail with `code`: the Secret is written once, the token is
+/// held, and the retries cost no new ECR call.
+async fn failing_status_writes(code: u16) {
     let mut world = World::start().await;
     world.cluster.api.faults().add(
-        FaultRule::new(500)
+        FaultRule::new(code)
             .verb(Verb::Patch)
             .gvr(STATUS)
             .name("victim")
@@ -158,9 +159,32 @@ async fn failed_status_writes_cost_no_new_token() {
         1,
         "six failed status writes, one ECR call"
     );
+    let creates = world
+        .cluster
+        .api
+        .requests()
+        .iter()
+        .filter(|r| r.verb == Verb::Create && r.is_for("v1/secrets", Some("default"), "victim"))
+        .count();
+    assert_eq!(creates, 1, "the Secret is written once");
     world.keep("default", "victim");
     world.check().await;
     world.stop().await;
+}
+
+#[tokio::test]
+async fn failed_status_writes_cost_no_new_token() {
+    failing_status_writes(500).await;
+}
+
+#[tokio::test]
+async fn conflicting_status_writes_cost_no_new_token() {
+    failing_status_writes(409).await;
+}
+
+#[tokio::test]
+async fn throttled_status_writes_cost_no_new_token() {
+    failing_status_writes(429).await;
 }
 
 /// A Kubernetes write that fails with `status` a few times is retried with the held token.
