@@ -233,7 +233,7 @@ async fn a_reconcile_is_traced_over_otlp_and_measured() {
     let secret = write("Secret");
     assert_eq!(secret.attributes["namespace"], "default");
     assert_eq!(secret.attributes["name"], "ecr-credentials");
-    assert_eq!(secret.attributes["verb"], "apply");
+    assert_eq!(secret.attributes["verb"], "create");
     assert_eq!(secret.attributes["outcome"], "success");
     assert_eq!(
         write("ECRTokenRefresh/status").attributes["outcome"],
