@@ -340,6 +340,49 @@ pub(super) fn added_pull_secrets(sa: &ServiceAccount) -> BTreeMap<String, String
         .unwrap_or_default()
 }
 
+/// Which part of a resource [`patch_resource`] writes.
+#[derive(Clone, Copy)]
+enum Part {
+    Status,
+    Metadata,
+}
+
+/// A merge patch of `cr` or its status subresource, in a `k8s.write` span.
+async fn patch_resource(
+    ctx: &Context,
+    cr: &ECRTokenRefresh,
+    part: Part,
+    patch: serde_json::Value,
+) -> Result<(), Error> {
+    let namespace = cr.namespace().unwrap_or_default();
+    let api: Api<ECRTokenRefresh> = Api::namespaced(ctx.client.clone(), &namespace);
+    let name = cr.name_any();
+    let (pp, patch) = (PatchParams::default(), Patch::Merge(&patch));
+    let written = match part {
+        Part::Status => {
+            let write = api.patch_status(&name, &pp, &patch);
+            k8s_write(
+                ctx,
+                "ECRTokenRefresh/status",
+                &namespace,
+                &name,
+                "patch",
+                write,
+            )
+            .await?
+        }
+        Part::Metadata => {
+            let write = api.patch(&name, &pp, &patch);
+            k8s_write(ctx, "ECRTokenRefresh", &namespace, &name, "patch", write).await?
+        }
+    };
+    let target = format!("{namespace}/{name}");
+    written.map(|_| ()).map_err(|source| match part {
+        Part::Status => Error::WriteStatus { target, source },
+        Part::Metadata => Error::WriteMetadata { target, source },
+    })
+}
+
 /// Writes the status subresource (merge patch).
 ///
 /// # Errors
@@ -349,23 +392,7 @@ pub(super) async fn patch_status(
     cr: &ECRTokenRefresh,
     patch: serde_json::Value,
 ) -> Result<(), Error> {
-    let namespace = cr.namespace().unwrap_or_default();
-    let api: Api<ECRTokenRefresh> = Api::namespaced(ctx.client.clone(), &namespace);
-    let name = cr.name_any();
-    k8s_write(
-        ctx,
-        "ECRTokenRefresh/status",
-        &namespace,
-        &name,
-        "patch",
-        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)),
-    )
-    .await?
-    .map(|_| ())
-    .map_err(|source| Error::WriteStatus {
-        target: format!("{namespace}/{name}"),
-        source,
-    })
+    patch_resource(ctx, cr, Part::Status, patch).await
 }
 
 /// Sets `metadata.finalizers` of `cr` (merge patch with its resourceVersion as the
@@ -379,25 +406,9 @@ pub(super) async fn set_finalizers(
     cr: &ECRTokenRefresh,
     finalizers: Vec<String>,
 ) -> Result<(), Error> {
-    let namespace = cr.namespace().unwrap_or_default();
-    let api: Api<ECRTokenRefresh> = Api::namespaced(ctx.client.clone(), &namespace);
-    let name = cr.name_any();
     let patch =
         json!({"metadata": {"finalizers": finalizers, "resourceVersion": cr.resource_version()}});
-    k8s_write(
-        ctx,
-        "ECRTokenRefresh",
-        &namespace,
-        &name,
-        "patch",
-        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)),
-    )
-    .await?
-    .map(|_| ())
-    .map_err(|source| Error::WriteMetadata {
-        target: format!("{namespace}/{name}"),
-        source,
-    })
+    patch_resource(ctx, cr, Part::Metadata, patch).await
 }
 
 /// Publishes an Event on `cr` (failures are logged: an Event is never worth failing for).
