@@ -2,6 +2,7 @@
 //! status and the validation the controller applies before any AWS call.
 
 pub mod duration;
+pub mod lenient;
 pub mod registry;
 
 use std::collections::BTreeMap;
@@ -144,38 +145,82 @@ pub struct PolicySpec {
 pub struct ECRTokenRefreshStatus {
     /// `Ready` (the Secret holds a fresh token) or `Failed` (see `error` and the `Ready`
     /// condition). Absent until the first reconcile.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::or_default"
+    )]
     pub phase: Option<Phase>,
     /// When the Secret was last written with a new token (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::or_default"
+    )]
     pub last_updated_time: Option<Time>,
     /// The last error, cleared after a success. Never contains the token.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::or_default"
+    )]
     pub error: Option<String>,
     /// When the token now in the Secret expires, as reported by ECR (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::or_default"
+    )]
     pub expires_at: Option<Time>,
     /// When the operator plans the next refresh (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::or_default"
+    )]
     pub next_refresh_time: Option<Time>,
     /// The Secrets this resource wrote.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "lenient::or_default"
+    )]
     pub secrets: Vec<SecretReference>,
     /// How many namespaces hold a current copy of the Secret.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::or_default"
+    )]
     pub served_namespaces: Option<u32>,
     /// Namespaces selected but not served, with why (e.g. a foreign Secret of that name).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "lenient::or_default"
+    )]
     pub failed_namespaces: Vec<NamespaceFailure>,
     /// Failed attempts in a row (token, writes or deletes), reset by a full success; the
     /// backoff grows with it. Absent when the last attempt succeeded.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::or_default"
+    )]
     pub consecutive_failures: Option<u32>,
     /// The `metadata.generation` this status describes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::or_default"
+    )]
     pub observed_generation: Option<i64>,
     /// Standard conditions; `Ready` says whether the Secret holds a fresh token.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "lenient::or_default"
+    )]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }
@@ -440,6 +485,27 @@ mod tests {
         let mut s = sample();
         s.frequency = "８h".into();
         assert_eq!(s.validate().unwrap_err().field, "frequency");
+    }
+
+    #[test]
+    fn a_status_that_does_not_fit_reads_as_absent_fields_never_an_error() {
+        let cr: ECRTokenRefresh = serde_json::from_value(serde_json::json!({
+            "apiVersion": "ecr.aws.edenlab.io/v1alpha1", "kind": "ECRTokenRefresh",
+            "metadata": {"name": "x", "namespace": "default"},
+            "spec": {"ecrRegistry": "123456789012.dkr.ecr.us-east-1.amazonaws.com",
+                     "frequency": "8h", "region": "us-east-1"},
+            "status": {"consecutiveFailures": 99_999_999_999u64, "servedNamespaces": -1,
+                       "phase": "Whatever", "expiresAt": "not a time",
+                       "secrets": [{"name": 1}], "lastUpdatedTime": "2026-01-01T00:00:00Z"}
+        }))
+        .unwrap();
+        let st = cr.status.unwrap();
+        assert_eq!(st.consecutive_failures, None);
+        assert_eq!(st.served_namespaces, None);
+        assert_eq!(st.phase, None);
+        assert_eq!(st.expires_at, None);
+        assert!(st.secrets.is_empty());
+        assert!(st.last_updated_time.is_some());
     }
 
     #[test]

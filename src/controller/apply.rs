@@ -281,7 +281,7 @@ fn done() -> OpResult {
 pub(super) async fn pull_secrets(
     ctx: &Context,
     ops: &[PullSecretsOp],
-) -> Result<Vec<String>, Error> {
+) -> Result<Vec<(String, String)>, Error> {
     let mut failures = Vec::new();
     for op in ops {
         let api: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), &op.namespace);
@@ -319,11 +319,14 @@ pub(super) async fn pull_secrets(
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(error) => {
                 tracing::warn!(namespace = %op.namespace, service_account = %op.service_account, error = %describe(&error), "cannot update imagePullSecrets");
-                failures.push(format!(
-                    "ServiceAccount {}/{}: {}",
-                    op.namespace,
-                    op.service_account,
-                    describe(&error)
+                failures.push((
+                    op.namespace.clone(),
+                    format!(
+                        "cannot update the imagePullSecrets of ServiceAccount {}/{}: {}",
+                        op.namespace,
+                        op.service_account,
+                        describe(&error)
+                    ),
                 ));
             }
         }

@@ -79,14 +79,26 @@ impl Caches {
     }
 }
 
-fn keep_only(map: &mut Option<BTreeMap<String, String>>, keys: &[&str]) {
+/// Keeps only the entries of `map` whose key is one of `keys` and whose value is at most
+/// as long as that key allows (a longer value is not one the operator wrote: dropped, so
+/// a tenant cannot grow the cache through it).
+fn keep_only(map: &mut Option<BTreeMap<String, String>>, keys: &[(&str, usize)]) {
     if let Some(m) = map {
-        m.retain(|k, _| keys.contains(&k.as_str()));
+        m.retain(|k, v| keys.iter().any(|(key, max)| k == key && v.len() <= *max));
         if m.is_empty() {
             *map = None;
         }
     }
 }
+
+/// Most `imagePullSecrets` entries of a ServiceAccount kept in the cache; a longer list is
+/// read from the API server when needed (see [`TRUNCATED_ANNOTATION`]).
+pub const MAX_CACHED_PULL_SECRETS: usize = 64;
+/// Longest record of the operator's `imagePullSecrets` entries kept in the cache, in bytes.
+pub const MAX_CACHED_RECORD: usize = 16 * 1024;
+/// Marks a cached ServiceAccount whose `imagePullSecrets` or record were too long to keep
+/// (only on the cached copy, never written).
+pub const TRUNCATED_ANNOTATION: &str = "ecr.aws.edenlab.io/cache-truncated";
 
 /// Cuts a cached Secret's metadata down to what ownership and intactness are decided on:
 /// name, namespace, uid, resourceVersion, deletionTimestamp, the operator's own labels and
@@ -96,18 +108,18 @@ pub fn strip_secret(s: &mut PartialObjectMeta<Secret>) {
     keep_only(
         &mut m.labels,
         &[
-            MANAGED_BY_LABEL,
-            OWNER_UID_LABEL,
-            OWNER_NAMESPACE_LABEL,
-            OWNER_NAME_ANNOTATION,
+            (MANAGED_BY_LABEL, 63),
+            (OWNER_UID_LABEL, 63),
+            (OWNER_NAMESPACE_LABEL, 63),
+            (OWNER_NAME_ANNOTATION, 63),
         ],
     );
     keep_only(
         &mut m.annotations,
         &[
-            OWNER_NAME_ANNOTATION,
-            DATA_HASH_ANNOTATION,
-            EXPIRES_AT_ANNOTATION,
+            (OWNER_NAME_ANNOTATION, 253),
+            (DATA_HASH_ANNOTATION, 64),
+            (EXPIRES_AT_ANNOTATION, 64),
         ],
     );
     if let Some(refs) = &mut m.owner_references {
@@ -121,14 +133,40 @@ pub fn strip_secret(s: &mut PartialObjectMeta<Secret>) {
 
 /// Cuts a cached ServiceAccount down to its names, `imagePullSecrets` and the operator's
 /// record of the entries it added.
+///
+/// What a tenant controls stays bounded: a record longer than [`MAX_CACHED_RECORD`] or a
+/// list longer than [`MAX_CACHED_PULL_SECRETS`] is dropped from the cached copy, which is
+/// marked with [`TRUNCATED_ANNOTATION`] so that the ServiceAccount is read in full when a
+/// resource needs it.
 pub fn strip_service_account(sa: &mut ServiceAccount) {
     let m = &mut sa.metadata;
     m.labels = None;
-    keep_only(&mut m.annotations, &[PULL_SECRETS_ANNOTATION]);
+    let oversized_record = m
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(PULL_SECRETS_ANNOTATION))
+        .is_some_and(|v| v.len() > MAX_CACHED_RECORD);
+    keep_only(
+        &mut m.annotations,
+        &[(PULL_SECRETS_ANNOTATION, MAX_CACHED_RECORD)],
+    );
     m.managed_fields = None;
     m.owner_references = None;
     m.finalizers = None;
     sa.secrets = None;
+    let oversized_list = sa
+        .image_pull_secrets
+        .as_ref()
+        .is_some_and(|l| l.len() > MAX_CACHED_PULL_SECRETS);
+    if oversized_list {
+        sa.image_pull_secrets = None;
+    }
+    if oversized_record || oversized_list {
+        sa.metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(TRUNCATED_ANNOTATION.to_string(), "true".to_string());
+    }
 }
 
 /// Cuts cached Namespace metadata down to what fan-out plugins see (name, labels,
@@ -144,6 +182,7 @@ pub fn strip_namespace(ns: &mut PartialObjectMeta<Namespace>) {
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta};
+    use kube::ResourceExt;
 
     #[test]
     fn cached_secrets_keep_only_what_decisions_need() {
@@ -171,5 +210,43 @@ mod tests {
         assert_eq!(m.annotations.as_ref().unwrap().len(), 1);
         assert!(m.managed_fields.is_none());
         assert!(serde_json::to_vec(&s).unwrap().len() < 1024);
+
+        // Our own keys with values no operator write has: dropped too.
+        let mut forged = PartialObjectMeta::<Secret>::default();
+        forged.metadata.annotations = Some(BTreeMap::from([
+            (DATA_HASH_ANNOTATION.into(), "a".repeat(200_000)),
+            (EXPIRES_AT_ANNOTATION.into(), "b".repeat(200_000)),
+            (OWNER_NAME_ANNOTATION.into(), "c".repeat(200_000)),
+        ]));
+        strip_secret(&mut forged);
+        assert!(forged.metadata.annotations.is_none());
+    }
+
+    #[test]
+    fn cached_service_accounts_stay_small_whatever_a_tenant_writes() {
+        use k8s_openapi::api::core::v1::LocalObjectReference;
+        let mut sa = ServiceAccount::default();
+        sa.metadata.annotations = Some(BTreeMap::from([(
+            PULL_SECRETS_ANNOTATION.into(),
+            "x".repeat(200_000),
+        )]));
+        sa.image_pull_secrets = Some(
+            (0..1000)
+                .map(|i| LocalObjectReference {
+                    name: format!("s{i}"),
+                })
+                .collect(),
+        );
+        strip_service_account(&mut sa);
+        assert!(serde_json::to_vec(&sa).unwrap().len() < 1024);
+        assert_eq!(sa.annotations()[TRUNCATED_ANNOTATION], "true");
+        // An ordinary one is kept whole and unmarked.
+        let mut small = ServiceAccount {
+            image_pull_secrets: Some(vec![LocalObjectReference { name: "a".into() }]),
+            ..Default::default()
+        };
+        strip_service_account(&mut small);
+        assert_eq!(small.image_pull_secrets.as_ref().unwrap().len(), 1);
+        assert!(small.metadata.annotations.is_none());
     }
 }

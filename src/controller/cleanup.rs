@@ -81,9 +81,15 @@ pub(super) async fn finalize(
             )),
         })
         .collect();
-    let views = observe::service_accounts(ctx, &owner.uid, &BTreeSet::new(), &BTreeSet::new());
+    let views =
+        observe::service_accounts(ctx, &owner.uid, &BTreeSet::new(), &BTreeSet::new()).await;
     let sa_ops = plan::pull_secret_ops(&owner.uid, &[], &views, &BTreeSet::new());
-    left.extend(apply::pull_secrets(ctx, &sa_ops).await?);
+    left.extend(
+        apply::pull_secrets(ctx, &sa_ops)
+            .await?
+            .into_iter()
+            .map(|(_, message)| message),
+    );
     if left.is_empty() {
         let finalizers = cr
             .finalizers()
@@ -118,8 +124,10 @@ pub(super) async fn finalize(
     Ok(Action::requeue(delay))
 }
 
-/// Every Secret of `owner` in the namespaces the operator watches, by the owner labels
-/// (and, for Secrets written by earlier versions, the owner name and namespace labels).
+/// Every Secret of `owner` in the namespaces the operator watches: image-pull Secrets (the
+/// only type it writes; anything else labelled alike is a tenant's, and never deleted) with
+/// the owner labels (and, for Secrets written by earlier versions, the owner name and
+/// namespace labels).
 async fn list_copies(
     ctx: &Context,
     owner: &Owner,
@@ -143,7 +151,11 @@ async fn list_copies(
     let mut out = Vec::new();
     for selector in selectors {
         let list = api
-            .list_metadata(&ListParams::default().labels(&selector))
+            .list_metadata(
+                &ListParams::default()
+                    .labels(&selector)
+                    .fields(secret::MANAGED_FIELDS),
+            )
             .await
             .map_err(|source| Error::ReadSecret {
                 target: format!("Secrets labelled {selector}"),

@@ -10,13 +10,17 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 
-use crate::ecr::HeldToken;
+use crate::ecr::{EcrError, HeldToken};
 use crate::secret::{SecretMeta, SecretTarget};
 
 /// How long after a write the operator's own record of it stands in for the watch cache
 /// (which sees the write a moment later). Past that, the cache is the truth: a record
 /// never hides a Secret that was deleted while the watch was down.
 pub const CACHE_LAG: Duration = Duration::from_secs(10);
+
+/// An edit of a Secret this soon after the operator wrote it means another writer competes
+/// for it (e.g. a second operator instance): its repairs back off.
+pub const CONTEST_WINDOW: Duration = Duration::from_secs(30);
 
 /// What the operator wrote (or last verified) at one target.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,10 +72,28 @@ pub struct Recalled {
     pub edited: bool,
 }
 
+/// A failed token fetch of one resource, remembered so that nothing asks again before its
+/// retry is due.
+#[derive(Debug, Clone)]
+pub struct TokenFailure {
+    /// What failed.
+    pub error: EcrError,
+    /// When the retry is due; `None` when the retry policy gave up (until the spec changes).
+    pub retry_at: Option<Timestamp>,
+    /// The resource's generation when it failed.
+    pub generation: Option<i64>,
+}
+
 #[derive(Debug, Default, Clone)]
 struct ResourceMemory {
     failures: u32,
     held: Option<Arc<HeldToken>>,
+    /// After a failed token fetch: the failure, when the retry is due and the generation
+    /// it was for. No new fetch is made before then for that generation, whatever triggers
+    /// a reconcile.
+    token_failure: Option<TokenFailure>,
+    /// Until when repairs of edited Secrets wait (another writer competes for them).
+    contested_until: Option<Instant>,
 }
 
 /// The controller's memory. Cheap to share behind an `Arc`.
@@ -110,6 +132,58 @@ impl Memory {
     /// The token the Secrets of the resource with `uid` hold.
     pub fn held(&self, uid: &str) -> Option<Arc<HeldToken>> {
         lock(&self.resources).get(uid).and_then(|r| r.held.clone())
+    }
+
+    /// The last token failure of the resource with `uid`, while its retry is not due yet
+    /// (`now` before `retry_at`) and the resource is still at the same `generation`.
+    pub fn token_failure(
+        &self,
+        uid: &str,
+        now: Timestamp,
+        generation: Option<i64>,
+    ) -> Option<TokenFailure> {
+        lock(&self.resources)
+            .get(uid)
+            .and_then(|r| r.token_failure.clone())
+            .filter(|f| f.generation == generation && f.retry_at.is_none_or(|at| at > now))
+    }
+
+    /// Records a token failure of the resource with `uid` (`None`: a token was obtained,
+    /// the failure is over).
+    pub fn set_token_failure(&self, uid: &str, failure: Option<TokenFailure>) {
+        lock(&self.resources)
+            .entry(uid.to_string())
+            .or_default()
+            .token_failure = failure;
+    }
+
+    /// Whether the resource with `uid` backs off from repairing Secrets another writer
+    /// keeps changing.
+    pub fn contested(&self, uid: &str) -> bool {
+        lock(&self.resources)
+            .get(uid)
+            .and_then(|r| r.contested_until)
+            .is_some_and(|t| Instant::now() < t)
+    }
+
+    /// Repairs of the resource with `uid` wait until `until` (`None`: they do not).
+    pub fn set_contested_until(&self, uid: &str, until: Option<Instant>) {
+        lock(&self.resources)
+            .entry(uid.to_string())
+            .or_default()
+            .contested_until = until;
+    }
+
+    /// The Secrets written for the resource with `owner_uid` within [`CONTEST_WINDOW`].
+    pub fn recently_written(&self, owner_uid: &str) -> std::collections::BTreeSet<SecretTarget> {
+        lock(&self.written)
+            .iter()
+            .filter(|(_, w)| {
+                w.owner_uid == owner_uid
+                    && w.written_at.is_some_and(|t| t.elapsed() < CONTEST_WINDOW)
+            })
+            .map(|(t, _)| t.clone())
+            .collect()
     }
 
     /// Remembers the token the Secrets of the resource with `uid` hold.

@@ -7,7 +7,7 @@
 //! Secret writes, so a failing resource waits for its backoff.
 
 mod apply;
-mod caches;
+pub mod caches;
 mod cleanup;
 pub mod events;
 pub mod fence;

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
@@ -13,7 +13,7 @@ use kube::runtime::reflector::ObjectRef;
 
 use super::apply::added_pull_secrets;
 use super::plan::{Found, Input, Resource, ServiceAccountView, Stale, Target};
-use super::{Context, Error};
+use super::{Context, Error, caches};
 use crate::api::{ECRTokenRefresh, ValidSpec};
 use crate::ecr::TokenKey;
 use crate::secret::{Owner, SecretMeta, SecretTarget};
@@ -35,6 +35,7 @@ pub(super) async fn input(
         let found = find(ctx, owner, &target).await?;
         observed.push(Target { target, found });
     }
+    verify_first_sight(ctx, owner, &mut observed).await;
     let stale = stale(ctx, cr, owner, &observed);
     let named: BTreeSet<&str> = cr
         .spec
@@ -46,7 +47,7 @@ pub(super) async fn input(
         .iter()
         .map(|t| t.target.namespace.as_str())
         .collect();
-    let service_accounts = service_accounts(ctx, &owner.uid, &named, &namespaces);
+    let service_accounts = service_accounts(ctx, &owner.uid, &named, &namespaces).await;
     Ok(Input {
         now,
         resource: Resource {
@@ -65,8 +66,97 @@ pub(super) async fn input(
         stale,
         service_accounts,
         held: ctx.memory.held(&owner.uid),
+        failures: ctx.memory.failures(&owner.uid),
+        recently_written: ctx.memory.recently_written(&owner.uid),
+        contested: ctx.memory.contested(&owner.uid),
         schedule: ctx.settings.schedule.clone(),
     })
+}
+
+/// Secrets of ours seen for the first time (after a restart, or a new leader): their
+/// metadata says nothing of an edit made while the operator was away, so their data is
+/// read once and checked against their hash annotation; a mismatch makes them edited
+/// (rewritten). One paginated list by the owner label, a few Secrets a page, decoded here
+/// and dropped at once; what cannot be read is left to the next refresh.
+async fn verify_first_sight(ctx: &Context, owner: &Owner, observed: &mut [Target]) {
+    const PAGE: u32 = 10;
+    if ctx.caches.is_none() {
+        return;
+    }
+    let unseen: BTreeSet<SecretTarget> = observed
+        .iter()
+        .filter(|t| {
+            matches!(&t.found, Found::Ours { edited: false, .. })
+                && !ctx.memory.has_record(&t.target, &owner.uid)
+        })
+        .map(|t| t.target.clone())
+        .collect();
+    if unseen.is_empty() {
+        return;
+    }
+    let path = match &ctx.settings.namespace {
+        Some(ns) => <Secret as kube::Resource>::url_path(&(), Some(ns)),
+        None => <Secret as kube::Resource>::url_path(&(), None),
+    };
+    let mut mismatched = BTreeSet::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut lp = kube::api::ListParams::default()
+            .labels(&crate::secret::owner_selector(&owner.uid))
+            .fields(crate::secret::MANAGED_FIELDS)
+            .limit(PAGE);
+        if let Some(t) = &token {
+            lp = lp.continue_token(t);
+        }
+        let Ok(request) = kube::core::Request::new(&path).list(&lp) else {
+            return;
+        };
+        let page: kube::core::ObjectList<Secret> = match ctx.client.request_text(request).await {
+            Ok(text) => match serde_json::from_str(&text) {
+                Ok(page) => page,
+                Err(_) => {
+                    tracing::warn!(
+                        "cannot decode the list of the resource's Secrets; not verified"
+                    );
+                    return;
+                }
+            },
+            Err(error) => {
+                tracing::warn!(error = %super::apply::describe(&error), "cannot list the resource's Secrets; not verified");
+                return;
+            }
+        };
+        for s in &page.items {
+            let target = SecretTarget {
+                namespace: s.namespace().unwrap_or_default(),
+                name: s.name_any(),
+            };
+            if !unseen.contains(&target) {
+                continue;
+            }
+            let data = s
+                .data
+                .as_ref()
+                .and_then(|d| d.get(crate::secret::DOCKER_CONFIG_KEY))
+                .map(|d| crate::secret::sha256_hex(&d.0));
+            let annotated = s.annotations().get(crate::secret::DATA_HASH_ANNOTATION);
+            if data.as_ref() != annotated {
+                mismatched.insert(target);
+            }
+        }
+        token = page.metadata.continue_.filter(|t| !t.is_empty());
+        if token.is_none() {
+            break;
+        }
+    }
+    for t in observed.iter_mut() {
+        if mismatched.contains(&t.target)
+            && let Found::Ours { edited, .. } = &mut t.found
+        {
+            tracing::info!(secret = %t.target, "data changed while the operator was away");
+            *edited = true;
+        }
+    }
 }
 
 /// What is at `target`: the managed-Secret cache (metadata only) and the record of the
@@ -117,16 +207,12 @@ fn stale(ctx: &Context, cr: &ECRTokenRefresh, owner: &Owner, targets: &[Target])
         .as_ref()
         .and_then(|s| s.expires_at.as_ref())
         .map(|t| t.0);
-    let may_fan_out = ctx.settings.fanout_sources.contains(&owner.namespace);
     let mut out: Vec<Stale> = match &ctx.caches {
         Some(caches) => {
             let mut out: Vec<Stale> = caches
                 .secrets
                 .state()
                 .iter()
-                .filter(|s| {
-                    may_fan_out || s.namespace().as_deref() == Some(owner.namespace.as_str())
-                })
                 .filter_map(|s| {
                     let meta = SecretMeta::read(&s.metadata, owner);
                     let target = SecretTarget {
@@ -175,8 +261,10 @@ fn stale(ctx: &Context, cr: &ECRTokenRefresh, owner: &Owner, targets: &[Target])
 }
 
 /// The ServiceAccounts a plan may change: those named in `named` in the target
-/// `namespaces`, and every one holding an entry the resource with `uid` added.
-pub(super) fn service_accounts(
+/// `namespaces`, and every one holding an entry the resource with `uid` added. A
+/// ServiceAccount too large to cache whole is read from the API server (only when named in
+/// a target namespace; unreadable ones are skipped, the next reconcile tries again).
+pub(super) async fn service_accounts(
     ctx: &Context,
     uid: &str,
     named: &BTreeSet<&str>,
@@ -185,30 +273,42 @@ pub(super) fn service_accounts(
     let Some(caches) = &ctx.caches else {
         return Vec::new();
     };
-    let mut out: Vec<ServiceAccountView> = caches
-        .service_accounts
-        .state()
-        .iter()
-        .filter_map(|sa: &Arc<k8s_openapi::api::core::v1::ServiceAccount>| {
-            let namespace = sa.namespace().unwrap_or_default();
-            let added = added_pull_secrets(sa);
-            let relevant = (named.contains(sa.name_any().as_str())
-                && namespaces.contains(namespace.as_str()))
-                || added.values().any(|u| u == uid);
-            relevant.then(|| ServiceAccountView {
-                namespace,
-                name: sa.name_any(),
-                resource_version: sa.resource_version().unwrap_or_default(),
-                pull_secrets: sa
-                    .image_pull_secrets
-                    .iter()
-                    .flatten()
-                    .map(|r| r.name.clone())
-                    .collect(),
-                added,
-            })
-        })
-        .collect();
+    let mut out = Vec::new();
+    for sa in caches.service_accounts.state() {
+        let namespace = sa.namespace().unwrap_or_default();
+        let name = sa.name_any();
+        let wanted = named.contains(name.as_str()) && namespaces.contains(namespace.as_str());
+        let truncated = sa.annotations().contains_key(caches::TRUNCATED_ANNOTATION);
+        let full = if truncated && wanted {
+            let api: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), &namespace);
+            match api.get_opt(&name).await {
+                Ok(Some(full)) => Arc::new(full),
+                Ok(None) => continue,
+                Err(error) => {
+                    tracing::warn!(%namespace, service_account = %name, %error, "cannot read a ServiceAccount");
+                    continue;
+                }
+            }
+        } else {
+            sa
+        };
+        let added = added_pull_secrets(&full);
+        if !(wanted || added.values().any(|u| u == uid)) {
+            continue;
+        }
+        out.push(ServiceAccountView {
+            namespace,
+            name,
+            resource_version: full.resource_version().unwrap_or_default(),
+            pull_secrets: full
+                .image_pull_secrets
+                .iter()
+                .flatten()
+                .map(|r| r.name.clone())
+                .collect(),
+            added,
+        });
+    }
     out.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     out
 }

@@ -107,6 +107,14 @@ pub struct Input {
     /// The token the resource's Secrets hold (remembered from the last write, or seeded
     /// from its own Secret after a restart).
     pub held: Option<Arc<HeldToken>>,
+    /// Failed attempts in a row so far (the controller's memory; status mirrors it).
+    pub failures: u32,
+    /// Targets the operator wrote moments ago (within [`super::memory::CONTEST_WINDOW`]):
+    /// an edit of one of them means another writer competes for it.
+    pub recently_written: BTreeSet<SecretTarget>,
+    /// Whether the resource is backing off from such a competition: edited Secrets are
+    /// not repaired until it ends.
+    pub contested: bool,
     /// Refresh timing.
     pub schedule: ScheduleSettings,
 }
@@ -208,6 +216,9 @@ pub enum TokenState {
         /// The held token when it has not expired yet: missing Secrets are still written
         /// with it, so an ECR outage never leaves a namespace without credentials.
         fallback: Option<Arc<HeldToken>>,
+        /// Whether this reconcile asked (a new attempt, counted); `false` while waiting for
+        /// the retry of an earlier failure (nothing is asked before it is due).
+        fresh: bool,
     },
 }
 
@@ -266,6 +277,9 @@ pub enum Held {
     Terminating,
     /// It needs a write and no token could be had.
     NoToken,
+    /// Someone else keeps changing it right after the operator wrote it: its repair waits
+    /// for the resource's backoff.
+    Contested,
 }
 
 /// What to write and delete.
@@ -298,6 +312,9 @@ pub fn plan(input: &Input, token: &TokenState) -> Plan {
             Found::Foreign => held.push((t.target.clone(), Held::Conflict)),
             Found::Ours { meta, .. } if meta.terminating => {
                 held.push((t.target.clone(), Held::Terminating))
+            }
+            Found::Ours { edited: true, .. } if input.contested => {
+                held.push((t.target.clone(), Held::Contested))
             }
             Found::Absent => match writable {
                 Some(_) => ops.push(SecretOp::Create(t.target.clone())),

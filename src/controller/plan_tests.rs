@@ -455,6 +455,7 @@ fn failed(fallback: Option<&Arc<HeldToken>>) -> TokenState {
         error: ecr_error(FailureKind::Throttled, "Rate exceeded"),
         decision: crate::policy::RetryDecision::RetryAfter(std::time::Duration::from_secs(30)),
         fallback: fallback.cloned(),
+        fresh: true,
     }
 }
 

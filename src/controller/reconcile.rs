@@ -12,7 +12,7 @@ use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 
 use super::apply::{self, SecretWriter};
-use super::memory::Written;
+use super::memory::{TokenFailure, Written};
 use super::plan::{self, Found, Input, TokenNeed, TokenState};
 use super::settle::{self, Outcome, Retry};
 use super::status::{self, reason};
@@ -150,7 +150,7 @@ pub async fn reconcile(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Result<Ac
         write_delay: ctx.retry_delay(attempt, r.expires_in()),
         conflict_recheck: ctx.settings.conflict_recheck,
     };
-    let mut settled = settle::settle(&input, &plan, &token, &results, &retry);
+    let settled = settle::settle(&input, &plan, &token, &results, &retry);
     r.remember_verified(&input, &plan);
 
     let sa_ops = plan::pull_secret_ops(
@@ -160,24 +160,8 @@ pub async fn reconcile(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Result<Ac
         &settled.served,
     );
     let sa_failures = apply::pull_secrets(&ctx, &sa_ops).await?;
-    if !sa_failures.is_empty() {
-        settled.requeue = Some(
-            settled
-                .requeue
-                .map_or(retry.write_delay, |d| d.min(retry.write_delay)),
-        );
-        settled.notes.push(plan_note_sa(&sa_failures));
-    }
+    let settled = settle::with_service_account_failures(settled, &sa_failures, &input, &retry);
     r.finish(&input, settled).await
-}
-
-fn plan_note_sa(failures: &[String]) -> settle::Note {
-    settle::Note {
-        warning: true,
-        reason: "ServiceAccountUpdateFailed",
-        note: failures.join("; "),
-        count: 0,
-    }
 }
 
 /// What the plugins see of a resource (never the token).
@@ -295,19 +279,48 @@ impl Reconciler<'_> {
             registry_id: spec.registry.account_id.clone(),
             fips: spec.registry.fips,
         };
+        let fallback = input
+            .held
+            .clone()
+            .filter(|h| h.key == input.resource.token_key && h.token.expires_at > self.now);
+        let memory = &self.ctx.memory;
+        let uid = &self.owner.uid;
+        let generation = input.resource.generation;
+        // After a failure, nothing is asked before its retry is due, whatever triggered this
+        // reconcile: a token another resource obtained meanwhile is taken, else the failure
+        // stands.
+        if let Some(failed) = memory.token_failure(uid, self.now, generation) {
+            if let Some(token) = self.ctx.tokens.peek(&request, |h| input.accepts(h)) {
+                memory.set_token_failure(uid, None);
+                return Ok(TokenState::Ready(token));
+            }
+            let decision = match failed.retry_at {
+                Some(at) => RetryDecision::RetryAfter(super::schedule::until(self.now, at)),
+                None => RetryDecision::GiveUp {
+                    reason: "the retry policy gave up".into(),
+                },
+            };
+            return Ok(TokenState::Failed {
+                error: failed.error,
+                decision,
+                fallback,
+                fresh: false,
+            });
+        }
         let obtained = self.ctx.tokens.get(&request, |h| input.accepts(h)).await;
         match obtained.result {
             Ok(token) => {
                 if obtained.called {
                     self.ctx.metrics.ecr_call("success");
                 }
+                memory.set_token_failure(uid, None);
                 Ok(TokenState::Ready(token))
             }
             Err(error) => {
                 if obtained.called {
                     self.ctx.metrics.ecr_call(error.kind.label());
                 }
-                let attempt = self.ctx.memory.failures(&self.owner.uid).saturating_add(1);
+                let attempt = memory.failures(uid).saturating_add(1);
                 let failure = Failure {
                     kind: error.kind,
                     message: error.to_string(),
@@ -339,11 +352,28 @@ impl Reconciler<'_> {
                         RetryDecision::RetryAfter(self.ctx.retry_delay(attempt, expires_in))
                     }
                 };
-                let fallback = input.held.clone().filter(|h| h.token.expires_at > self.now);
+                let retry_at = match &decision {
+                    RetryDecision::RetryAfter(d) => Some(
+                        self.now
+                            .checked_add(*d)
+                            .unwrap_or(self.now)
+                            .max(self.now + jiff::SignedDuration::from_secs(1)),
+                    ),
+                    RetryDecision::GiveUp { .. } => None,
+                };
+                memory.set_token_failure(
+                    uid,
+                    Some(TokenFailure {
+                        error: error.clone(),
+                        retry_at,
+                        generation,
+                    }),
+                );
                 Ok(TokenState::Failed {
                     error,
                     decision,
                     fallback,
+                    fresh: true,
                 })
             }
         }
@@ -476,15 +506,22 @@ impl Reconciler<'_> {
         let uid = &self.owner.uid;
         let memory = &self.ctx.memory;
         memory.set_held(uid, settled.held.clone());
-        let failures = settled.status.consecutive_failures.unwrap_or(0);
-        memory.set_failures(uid, failures);
         if settled.failed {
             let why = status::ready(&settled.status).map_or("", |c| c.reason.as_str());
             self.ctx.metrics.retry(why);
         }
         let previous = &input.resource.status;
         if let Some(patch) = status::patch_between(previous, &settled.status) {
+            // A refused status write leaves the failure count as it was: the controller's
+            // retry counts it, so the backoff keeps growing.
             apply::patch_status(self.ctx, self.cr, patch).await?;
+        }
+        memory.set_failures(uid, settled.status.consecutive_failures.unwrap_or(0));
+        if settled.contested {
+            let backoff = settled.requeue.unwrap_or_default();
+            memory.set_contested_until(uid, Some(Instant::now() + backoff));
+        } else if !settled.contest_waiting {
+            memory.set_contested_until(uid, None);
         }
         if let Some(expires_at) = settled.status.expires_at.as_ref() {
             self.ctx
@@ -547,18 +584,18 @@ impl Reconciler<'_> {
             self.now,
         );
         let failures = if failed {
-            previous.consecutive_failures.unwrap_or(0).saturating_add(1)
+            self.ctx.memory.failures(&self.owner.uid).saturating_add(1)
         } else {
             0
         };
-        self.ctx.memory.set_failures(&self.owner.uid, failures);
+        // `observedGeneration` stays: the Secrets still hold what the last applied spec
+        // asked for (the condition names the generation this failure is about).
         let desired = ECRTokenRefreshStatus {
             phase: Some(Phase::Failed),
             error: Some(message.clone()),
             next_refresh_time: retry_in
                 .and_then(|d| self.now.checked_add(d).ok())
                 .map(Time),
-            observed_generation: self.cr.meta().generation,
             consecutive_failures: (failures > 0).then_some(failures),
             conditions: status::with_condition(&previous.conditions, condition),
             ..previous.clone()
@@ -566,6 +603,7 @@ impl Reconciler<'_> {
         if let Some(patch) = status::patch_between(&previous, &desired) {
             apply::patch_status(self.ctx, self.cr, patch).await?;
         }
+        self.ctx.memory.set_failures(&self.owner.uid, failures);
         tracing::warn!(reason = why, message = %message, "not ready");
         let changed =
             status::ready(&previous).is_none_or(|c| c.reason != why || c.status != "False");

@@ -72,6 +72,11 @@ pub struct Outcome {
     pub held: Option<Arc<HeldToken>>,
     /// The Secrets serving now (for the ServiceAccount changes).
     pub served: BTreeSet<SecretTarget>,
+    /// Whether another writer was found competing for a Secret of ours now (repairs back
+    /// off until the requeue).
+    pub contested: bool,
+    /// Whether repairs wait for an earlier such competition's backoff.
+    pub contest_waiting: bool,
 }
 
 /// Timing knobs of [`settle`].
@@ -103,6 +108,10 @@ pub fn settle(
     let mut write_failed = false;
     let mut conflicted = false;
     let mut stale_left = 0usize;
+    // Another writer competes for a Secret of ours: repairs back off (detected now, or
+    // still waiting from before).
+    let mut contested = false;
+    let mut contest_waiting = false;
     // Served targets that hold the token of this reconcile (written, or found current).
     let mut with_token = 0usize;
 
@@ -130,6 +139,17 @@ pub fn settle(
                         reason::SECRET_TERMINATING,
                         format!(
                             "Secret {target} is being deleted; it is written again once it is gone"
+                        ),
+                    )
+                }
+                Held::Contested => {
+                    contest_waiting = true;
+                    (
+                        reason::SECRET_CONTESTED,
+                        format!(
+                            "Secret {target} keeps being changed by another writer right after \
+                             the operator writes it (another operator instance?); it is repaired \
+                             again after the backoff"
                         ),
                     )
                 }
@@ -180,6 +200,19 @@ pub fn settle(
                     (_, Found::Ours { meta, edited })
                         if *edited || !meta.metadata_intact || meta.data_hash.is_none() =>
                     {
+                        if *edited && input.recently_written.contains(&t.target) {
+                            // Changed again right after our last write: another writer.
+                            contested = true;
+                            failures.push(NamespaceFailure {
+                                namespace: t.target.namespace.clone(),
+                                reason: reason::SECRET_CONTESTED.to_string(),
+                                message: format!(
+                                    "Secret {} was changed by another writer right after the \
+                                     operator wrote it; repaired, and repairs now back off",
+                                    t.target
+                                ),
+                            });
+                        }
                         repaired.push(t.target.clone())
                     }
                     _ => refreshed.push(t.target.clone()),
@@ -284,12 +317,18 @@ pub fn settle(
     };
 
     let generation = input.resource.generation;
-    let mut failed = write_failed || stale_left > 0;
+    // Whether this reconcile failed, and whether that counts as one more attempt (waiting
+    // for the retry of an earlier failure does not).
+    let fresh_token_failure = matches!(token, TokenState::Failed { fresh: true, .. });
+    let counted = write_failed || stale_left > 0 || contested || fresh_token_failure;
+    let failed = counted || contest_waiting || matches!(token, TokenState::Failed { .. });
     let (ready, why, message, next_attempt, requeue, label) = match token {
         TokenState::Failed {
-            error, decision, ..
+            error,
+            decision,
+            fresh,
+            ..
         } => {
-            failed = true;
             let kept = match previous.expires_at.as_ref() {
                 Some(t) => format!(
                     "the Secrets are kept as they are (their token expires at {})",
@@ -306,12 +345,15 @@ pub fn settle(
                     None,
                 ),
             };
-            notes.push(Note {
-                warning: true,
-                reason: error.kind.reason(),
-                note: format!("{error}; {kept}"),
-                count: 0,
-            });
+            // Waiting for the retry of an earlier failure is not a new attempt: no Event.
+            if *fresh {
+                notes.push(Note {
+                    warning: true,
+                    reason: error.kind.reason(),
+                    note: format!("{error}; {kept}"),
+                    count: 0,
+                });
+            }
             let at = retry_in.and_then(|d| now.checked_add(d).ok());
             (
                 false,
@@ -384,7 +426,9 @@ pub fn settle(
             if !failures.is_empty() {
                 notes.push(Note {
                     warning: true,
-                    reason: if write_failed {
+                    reason: if contested {
+                        reason::SECRET_CONTESTED
+                    } else if write_failed {
                         reason::SECRET_WRITE_FAILED
                     } else {
                         reason::SECRET_CONFLICT
@@ -401,7 +445,7 @@ pub fn settle(
                 requeue =
                     Some(requeue.map_or(retry.conflict_recheck, |r| r.min(retry.conflict_recheck)));
             }
-            if write_failed || stale_left > 0 {
+            if write_failed || stale_left > 0 || contested || contest_waiting {
                 requeue = Some(retry.write_delay);
             }
             let label = if wrote { "refreshed" } else { "up_to_date" };
@@ -448,10 +492,19 @@ pub fn settle(
     let condition =
         status::ready_condition(&previous.conditions, ready, why, &message, generation, now);
     let served_count = u32::try_from(served.len()).unwrap_or(u32::MAX);
-    let failures_count = if failed {
-        previous.consecutive_failures.unwrap_or(0).saturating_add(1)
+    let failures_count = match (failed, counted) {
+        (true, true) => input.failures.saturating_add(1),
+        (true, false) => input.failures,
+        (false, _) => 0,
+    };
+    // The spec counts as applied once every target holds a token rendered for it; until
+    // then `observedGeneration` stays, so that a later reconcile renders it (e.g. a spec
+    // changed during an ECR outage is written once ECR is back).
+    let applied = failures.is_empty() && !matches!(token, TokenState::Failed { .. });
+    let observed_generation = if applied {
+        generation
     } else {
-        0
+        previous.observed_generation
     };
     let status = ECRTokenRefreshStatus {
         phase: Some(if ready { Phase::Ready } else { Phase::Failed }),
@@ -469,7 +522,7 @@ pub fn settle(
             .collect(),
         served_namespaces: Some(served_count),
         failed_namespaces: failures.into_iter().take(MAX_STATUS_FAILURES).collect(),
-        observed_generation: generation,
+        observed_generation,
         consecutive_failures: (failures_count > 0).then_some(failures_count),
         conditions: status::with_condition(&previous.conditions, condition),
     };
@@ -481,7 +534,64 @@ pub fn settle(
         failed,
         held,
         served,
+        contested,
+        contest_waiting,
     }
+}
+
+/// Folds the ServiceAccount updates that failed (namespace, message) into `out`: each is
+/// listed in `status.failedNamespaces` (reason `ServiceAccountUpdateFailed`), a Warning says
+/// so, the reconcile counts as failed (its backoff grows) and comes back after
+/// `retry.write_delay`; a resource otherwise Ready says some namespaces failed.
+pub fn with_service_account_failures(
+    mut out: Outcome,
+    failures: &[(String, String)],
+    input: &Input,
+    retry: &Retry,
+) -> Outcome {
+    if failures.is_empty() {
+        return out;
+    }
+    let reason = reason::SERVICE_ACCOUNT_UPDATE_FAILED;
+    let entries: Vec<NamespaceFailure> = failures
+        .iter()
+        .map(|(namespace, message)| NamespaceFailure {
+            namespace: namespace.clone(),
+            reason: reason.to_string(),
+            message: status::truncate(message, status::MAX_ITEM_MESSAGE),
+        })
+        .collect();
+    let summary = summarize_failures(&entries);
+    let status = &mut out.status;
+    let room = MAX_STATUS_FAILURES.saturating_sub(status.failed_namespaces.len());
+    status
+        .failed_namespaces
+        .extend(entries.into_iter().take(room));
+    if !out.failed {
+        out.failed = true;
+        status.consecutive_failures = Some(input.failures.saturating_add(1));
+    }
+    if let Some(ready) = status
+        .conditions
+        .iter_mut()
+        .find(|c| c.type_ == status::READY)
+        && ready.status == "True"
+    {
+        ready.reason = reason::SOME_NAMESPACES_FAILED.to_string();
+        ready.message = status::truncate(
+            &format!("{}; {summary}", ready.message),
+            status::MAX_MESSAGE,
+        );
+        status.error = Some(ready.message.clone());
+    }
+    out.requeue = Some(retry.write_delay);
+    out.notes.push(Note {
+        warning: true,
+        reason,
+        note: summary,
+        count: 0,
+    });
+    out
 }
 
 /// Whether what was found at a target is a Secret of ours, as the operator wrote it, that

@@ -102,6 +102,7 @@ fn failed_token(
         error: ecr_error(kind, message),
         decision,
         fallback: fallback.cloned(),
+        fresh: true,
     }
 }
 

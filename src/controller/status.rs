@@ -34,6 +34,11 @@ pub mod reason {
     pub const SOME_NAMESPACES_FAILED: &str = "SomeNamespacesFailed";
     /// A Secret no longer targeted could not be deleted.
     pub const SECRET_DELETE_FAILED: &str = "SecretDeleteFailed";
+    /// A ServiceAccount named in the spec could not be updated (its `imagePullSecrets`).
+    pub const SERVICE_ACCOUNT_UPDATE_FAILED: &str = "ServiceAccountUpdateFailed";
+    /// The operator's own write of a Secret was changed again by someone else soon after:
+    /// another writer competes for it; repairs back off.
+    pub const SECRET_CONTESTED: &str = "SecretContested";
     /// Deleting the resource is waiting for its Secrets or ServiceAccount entries to go.
     pub const CLEANUP_FAILED: &str = "CleanupFailed";
 }

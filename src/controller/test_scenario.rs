@@ -186,6 +186,9 @@ impl Scenario {
                 stale: Vec::new(),
                 service_accounts: Vec::new(),
                 held: None,
+                failures: 0,
+                recently_written: Default::default(),
+                contested: false,
                 schedule: ScheduleSettings::default(),
             },
         }
@@ -285,7 +288,10 @@ impl Scenario {
     }
 
     /// The finished input.
-    pub fn build(self) -> Input {
+    /// The input; its failure count mirrors `status.consecutiveFailures` (as the
+    /// controller's memory does once status is written).
+    pub fn build(mut self) -> Input {
+        self.input.failures = self.input.resource.status.consecutive_failures.unwrap_or(0);
         self.input
     }
 }

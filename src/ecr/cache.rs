@@ -121,8 +121,14 @@ impl TokenCache {
         if let Some((at, result)) = &slot.last
             && *at >= arrived
         {
+            // A failure is about the key, not the registry of whoever made the call: never
+            // show another resource's registry ID.
+            let result = result.clone().map_err(|mut e| {
+                e.registry_id.clone_from(&request.registry_id);
+                e
+            });
             return Obtained {
-                result: result.clone(),
+                result,
                 called: false,
             };
         }
@@ -150,6 +156,18 @@ impl TokenCache {
             result,
             called: true,
         }
+    }
+
+    /// The held token for `request` when `accept` takes it, without asking ECR (and
+    /// without waiting for a call under way: `None` then).
+    pub fn peek(
+        &self,
+        request: &TokenRequest,
+        accept: impl Fn(&HeldToken) -> bool,
+    ) -> Option<Arc<HeldToken>> {
+        let slot = self.slot(&TokenKey::of(request));
+        let slot = slot.try_lock().ok()?;
+        slot.held.as_ref().filter(|h| accept(h)).cloned()
     }
 
     /// Drops tokens that expired before `now` (and their slots), so the cache holds only
