@@ -28,6 +28,8 @@ fn request() -> TokenRequest {
         region: "us-east-1".into(),
         registry_id: REGISTRY.into(),
         fips: false,
+        identity: Default::default(),
+        kind: Default::default(),
     }
 }
 

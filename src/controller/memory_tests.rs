@@ -283,10 +283,7 @@ fn failure_counts_saturate_and_the_held_token_can_be_cleared() {
 
     assert!(m.held(OWNER).is_none());
     let tok = Arc::new(HeldToken {
-        key: crate::ecr::TokenKey {
-            region: "us-east-1".into(),
-            fips: false,
-        },
+        key: crate::ecr::TokenKey::operator("us-east-1", false),
         token: AuthorizationToken {
             username: "AWS".into(),
             password: secrecy::SecretString::from("pw".to_string()),

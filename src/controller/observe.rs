@@ -57,10 +57,7 @@ pub(super) async fn input(
             frequency: spec.frequency,
             status: cr.status.clone().unwrap_or_default(),
             service_accounts: cr.spec.service_accounts.clone(),
-            token_key: TokenKey {
-                region: spec.registry.region.clone(),
-                fips: spec.registry.fips,
-            },
+            token_key: TokenKey::operator(&spec.registry.region, spec.registry.fips),
         },
         targets: observed,
         stale,

@@ -278,6 +278,8 @@ impl Reconciler<'_> {
             region: spec.registry.region.clone(),
             registry_id: spec.registry.account_id.clone(),
             fips: spec.registry.fips,
+            identity: Default::default(),
+            kind: Default::default(),
         };
         let fallback = input
             .held

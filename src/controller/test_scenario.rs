@@ -34,10 +34,7 @@ pub const HOUR: Duration = Duration::from_secs(3600);
 
 /// The token key of every scenario's resource (us-east-1, not FIPS).
 pub fn key() -> TokenKey {
-    TokenKey {
-        region: "us-east-1".into(),
-        fips: false,
-    }
+    TokenKey::operator("us-east-1", false)
 }
 
 /// "Now" in every scenario (whole seconds, as the reconcile uses).

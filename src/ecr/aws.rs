@@ -239,6 +239,19 @@ impl TokenSource for AwsTokenSource {
             region: request.region.clone(),
             message,
         };
+        if request.identity != super::Identity::Operator
+            || request.kind != super::RegistryKind::Private
+        {
+            // Never ask with the operator's own credentials for something else.
+            tracing::Span::current().record("outcome", FailureKind::Other.label());
+            return Err(fail(
+                FailureKind::Other,
+                format!(
+                    "{} for {:?} registries is not supported by this token source",
+                    request.identity, request.kind
+                ),
+            ));
+        }
         let key = ClientKey::for_request(request, &self.sdk_config).map_err(|message| {
             tracing::Span::current().record("outcome", FailureKind::Other.label());
             fail(FailureKind::Other, message)
@@ -573,6 +586,8 @@ mod tests {
             region: "us-east-1".into(),
             registry_id: "123456789012".into(),
             fips: false,
+            identity: Default::default(),
+            kind: Default::default(),
         };
         let plain = test_sdk_config(None);
         assert_eq!(
@@ -602,6 +617,8 @@ mod tests {
                     region: region.into(),
                     registry_id: "123456789012".into(),
                     fips: false,
+                    identity: Default::default(),
+                    kind: Default::default(),
                 })
                 .await
                 .expect_err("no token for a bad region");

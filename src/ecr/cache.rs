@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use jiff::Timestamp;
 
-use super::{AuthorizationToken, EcrError, TokenRequest, TokenSource};
+use super::{AuthorizationToken, EcrError, Identity, RegistryKind, TokenRequest, TokenSource};
 
 /// A token and when it was obtained. `Debug` never shows the password.
 #[derive(Debug, Clone)]
@@ -27,22 +27,38 @@ pub struct HeldToken {
     pub fetched_at: Timestamp,
 }
 
-/// What tokens are shared by: the identity asking (the operator's own, for now), the
-/// region and whether the FIPS endpoint is used. (The partition follows from the region.)
+/// What tokens are shared by: the identity asking, the region (the partition follows from
+/// it), whether the FIPS endpoint is used, and private registry or ECR Public.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TokenKey {
+    /// Whose credentials ask.
+    pub identity: Identity,
     /// AWS region, e.g. `us-east-1`.
     pub region: String,
     /// Whether the token comes from the FIPS endpoint.
     pub fips: bool,
+    /// Private registry or ECR Public.
+    pub kind: RegistryKind,
 }
 
 impl TokenKey {
     /// The key a request is served under.
     pub fn of(request: &TokenRequest) -> Self {
         Self {
+            identity: request.identity.clone(),
             region: request.region.clone(),
             fips: request.fips,
+            kind: request.kind,
+        }
+    }
+
+    /// The key of the operator's own identity for a private registry in `region`.
+    pub fn operator(region: &str, fips: bool) -> Self {
+        Self {
+            identity: Identity::Operator,
+            region: region.to_string(),
+            fips,
+            kind: RegistryKind::Private,
         }
     }
 }
@@ -241,6 +257,8 @@ mod tests {
             region: region.into(),
             registry_id: "123456789012".into(),
             fips: false,
+            identity: Default::default(),
+            kind: Default::default(),
         }
     }
 

@@ -19,6 +19,93 @@ pub use cache::{HeldToken, Obtained, TokenCache, TokenKey, whole_seconds};
 pub use error::{EcrError, FailureKind};
 pub use token::decode_authorization_token;
 
+/// Whose credentials ask ECR for a token.
+///
+/// `Debug` shows role ARNs and names, never a credential (the external ID is not shown
+/// either: AWS treats it as a shared value between the two accounts).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum Identity {
+    /// The operator's own credentials: the SDK's default chain (environment, profile, IRSA,
+    /// EKS Pod Identity, IMDS).
+    #[default]
+    Operator,
+    /// A role the operator assumes with its own credentials
+    /// ([STS AssumeRole](https://docs.aws.amazon.com/STS/latest/APIReference/API_AssumeRole.html)).
+    Role {
+        /// The role's ARN, `arn:<partition>:iam::<account>:role/<name>`.
+        arn: String,
+        /// The external ID the role's trust policy may require.
+        external_id: Option<String>,
+        /// The session name (default: `ecr-token-refresh`).
+        session_name: Option<String>,
+    },
+    /// A role assumed with a token of a ServiceAccount of the resource's namespace
+    /// ([STS AssumeRoleWithWebIdentity](https://docs.aws.amazon.com/STS/latest/APIReference/API_AssumeRoleWithWebIdentity.html),
+    /// the token from the Kubernetes TokenRequest API, audience `sts.amazonaws.com`), as
+    /// IRSA does for pods: the role's trust policy decides.
+    WebIdentity {
+        /// Namespace of the ServiceAccount (the resource's own).
+        namespace: String,
+        /// The ServiceAccount's name.
+        service_account: String,
+        /// The role's ARN.
+        role_arn: String,
+    },
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Identity::Operator => f.write_str("Operator"),
+            Identity::Role {
+                arn, session_name, ..
+            } => f
+                .debug_struct("Role")
+                .field("arn", arn)
+                .field("session_name", session_name)
+                .finish_non_exhaustive(),
+            Identity::WebIdentity {
+                namespace,
+                service_account,
+                role_arn,
+            } => f
+                .debug_struct("WebIdentity")
+                .field("namespace", namespace)
+                .field("service_account", service_account)
+                .field("role_arn", role_arn)
+                .finish(),
+        }
+    }
+}
+
+impl std::fmt::Display for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Identity::Operator => f.write_str("the operator's own identity"),
+            Identity::Role { arn, .. } => write!(f, "role {arn}"),
+            Identity::WebIdentity {
+                namespace,
+                service_account,
+                role_arn,
+            } => write!(
+                f,
+                "role {role_arn} through ServiceAccount {namespace}/{service_account}"
+            ),
+        }
+    }
+}
+
+/// Which ECR API serves a registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum RegistryKind {
+    /// A private registry, `<account>.dkr.ecr.<region>.amazonaws.com`: the `ecr` API of its
+    /// region.
+    #[default]
+    Private,
+    /// ECR Public, `public.ecr.aws`: the `ecr-public` API, only in `us-east-1`.
+    Public,
+}
+
 /// What to ask ECR for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TokenRequest {
@@ -34,6 +121,10 @@ pub struct TokenRequest {
     /// is `api.ecr-fips.<region>.amazonaws.com`. An endpoint override
     /// (`AWS_ENDPOINT_URL_ECR`) takes precedence over it.
     pub fips: bool,
+    /// Whose credentials ask.
+    pub identity: Identity,
+    /// Private registry or ECR Public.
+    pub kind: RegistryKind,
 }
 
 /// A decoded ECR authorization token.
