@@ -356,6 +356,8 @@ mod tests {
                 region: "us-east-1".into(),
                 service_accounts: vec![],
                 policy: None,
+                additional_registries: vec![],
+                auth: None,
             },
         );
         cr.metadata.namespace = Some("default".into());

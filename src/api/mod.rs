@@ -22,6 +22,8 @@ pub mod limits {
     pub const MAX_FREQUENCY: usize = 64;
     /// Longest `spec.region`.
     pub const MAX_REGION: usize = 32;
+    /// Most entries in `spec.additionalRegistries`.
+    pub const MAX_ADDITIONAL_REGISTRIES: usize = 16;
     /// Most entries in `spec.serviceAccounts`.
     pub const MAX_SERVICE_ACCOUNTS: usize = 32;
     /// Longest plugin name in `spec.policy`.
@@ -33,7 +35,12 @@ pub mod limits {
     /// Longest parameter value, in bytes.
     pub const MAX_PARAMETER_VALUE: usize = 1024;
 }
-pub use registry::{Partition, RegistryError, RegistryHost, parse_registry_host};
+pub use registry::{
+    PUBLIC_HOST, Partition, Registry, RegistryError, RegistryHost, parse_registry,
+    parse_registry_host,
+};
+
+use crate::ecr::Identity;
 
 /// API group of the custom resources.
 pub const GROUP: &str = "ecr.aws.edenlab.io";
@@ -66,7 +73,7 @@ pub const GROUP: &str = "ecr.aws.edenlab.io";
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "self.ecrRegistry.contains('.' + self.region + '.amazonaws.com')",
+    "rule": "!has(self.region) || self.ecrRegistry.contains('.' + self.region + '.amazonaws.com')",
     "message": "region must match the region in ecrRegistry",
     "fieldPath": ".region"
 }]))]
@@ -88,9 +95,26 @@ pub struct ECRTokenRefreshSpec {
     )]
     pub frequency: String,
 
-    /// AWS region of the registry, e.g. `us-east-1`; must match the region in `ecrRegistry`.
+    /// AWS region of the registry, e.g. `us-east-1`. Optional: the region is read from
+    /// `ecrRegistry`; when given it must match it (the original operator required it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(regex(pattern = r"^[a-z]{2}(-[a-z]+)+-[0-9]+$"), length(max = 32))]
     pub region: String,
+
+    /// More registries in the same Secret, each an entry under `auths` with a token of its
+    /// own region: private ECR hosts of any account and region
+    /// (`<account>.dkr.ecr[-fips].<region>.amazonaws.com[.cn]`) and `public.ecr.aws` (ECR
+    /// Public). At most 16, no duplicates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 16),
+        inner(regex(pattern = registry::ANY_REGISTRY_PATTERN), length(max = 253))
+    )]
+    pub additional_registries: Vec<String>,
+
+    /// Whose credentials get the tokens. Omitted: the operator's own identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthSpec>,
 
     /// ServiceAccounts (by name) in each namespace that receives the Secret whose
     /// `imagePullSecrets` should list it, e.g. `[default]`. Entries are added next to what
@@ -105,6 +129,42 @@ pub struct ECRTokenRefreshSpec {
     /// its namespace, exponential backoff).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<PolicySpec>,
+}
+
+/// The identity tokens are obtained with: a role the operator assumes, or a role assumed
+/// with a token of a ServiceAccount of the resource's own namespace (as IRSA does for pods).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSpec {
+    /// The role to assume, `arn:<partition>:iam::<account>:role/<path/name>`.
+    #[schemars(
+        regex(pattern = r"^arn:aws(-cn|-us-gov)?:iam::[0-9]{12}:role/[\w+=,.@/-]+$"),
+        length(max = 2048)
+    )]
+    pub role_arn: String,
+    /// The external ID the role's trust policy requires (2–1224 characters of
+    /// `[\w+=,.@:/-]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[\w+=,.@:/-]{2,1224}$"), length(max = 1224))]
+    pub external_id: Option<String>,
+    /// The role session name (2–64 characters of `[\w+=,.@-]`). Default: `ecr-token-refresh`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[\w+=,.@-]{2,64}$"), length(max = 64))]
+    pub session_name: Option<String>,
+    /// A ServiceAccount of this resource's namespace: its token (audience
+    /// `sts.amazonaws.com`) is exchanged for the role's credentials
+    /// (`AssumeRoleWithWebIdentity`), so the role's trust policy decides. Omitted: the
+    /// operator assumes the role with its own credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_ref: Option<ServiceAccountRef>,
+}
+
+/// A ServiceAccount of the resource's namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct ServiceAccountRef {
+    /// Its name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
 }
 
 /// Which registered policy plugin decides each policy. A resource can only choose among
@@ -257,10 +317,44 @@ pub struct NamespaceFailure {
 /// The spec after validation: parsed values the controller works with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidSpec {
-    /// The registry host, account ID and region.
+    /// The registry host, account ID and region (`spec.ecrRegistry`).
     pub registry: RegistryHost,
+    /// `spec.additionalRegistries`, parsed.
+    pub additional: Vec<Registry>,
     /// `spec.frequency`, parsed.
     pub frequency: Duration,
+    /// `spec.auth`, validated.
+    pub auth: Option<AuthSpec>,
+}
+
+impl ValidSpec {
+    /// Every registry of the Secret, `spec.ecrRegistry` first.
+    pub fn registries(&self) -> Vec<Registry> {
+        std::iter::once(Registry::Private(self.registry.clone()))
+            .chain(self.additional.iter().cloned())
+            .collect()
+    }
+
+    /// The identity a resource in `namespace` gets its tokens with.
+    pub fn identity(&self, namespace: &str) -> Identity {
+        match &self.auth {
+            None => Identity::Operator,
+            Some(AuthSpec {
+                role_arn,
+                service_account_ref: Some(sa),
+                ..
+            }) => Identity::WebIdentity {
+                namespace: namespace.to_string(),
+                service_account: sa.name.clone(),
+                role_arn: role_arn.clone(),
+            },
+            Some(auth) => Identity::Role {
+                arn: auth.role_arn.clone(),
+                external_id: auth.external_id.clone(),
+                session_name: auth.session_name.clone(),
+            },
+        }
+    }
 }
 
 /// A spec field that failed validation. The message names the field and the value.
@@ -274,6 +368,102 @@ pub struct SpecError {
 }
 
 impl ECRTokenRefreshSpec {
+    /// `additionalRegistries` parsed: each a private registry host or `public.ecr.aws`, none
+    /// twice (nor `ecrRegistry` again).
+    fn additional_registries(&self) -> Result<Vec<Registry>, SpecError> {
+        let field = "additionalRegistries";
+        let mut seen = std::collections::BTreeSet::from([self.ecr_registry.as_str()]);
+        let mut out = Vec::with_capacity(self.additional_registries.len());
+        for (i, host) in self.additional_registries.iter().enumerate() {
+            let parsed = parse_registry(host).map_err(|e| SpecError {
+                field,
+                message: format!(
+                    "item {i}: {e}, or {PUBLIC_HOST}"
+                ),
+            })?;
+            if !seen.insert(host.as_str()) {
+                return Err(SpecError {
+                    field,
+                    message: format!("item {i}: {host:?} is listed twice (or is ecrRegistry)"),
+                });
+            }
+            out.push(parsed);
+        }
+        Ok(out)
+    }
+
+    /// `auth` checked: a role ARN in the partition of every registry, an external ID and a
+    /// session name of the characters STS accepts, a valid ServiceAccount name.
+    fn valid_auth(
+        &self,
+        partitions: impl Iterator<Item = Partition>,
+    ) -> Result<Option<AuthSpec>, SpecError> {
+        let Some(auth) = &self.auth else {
+            return Ok(None);
+        };
+        let arn = &auth.role_arn;
+        let bad_arn = || SpecError {
+            field: "auth.roleArn",
+            message: format!(
+                "{arn:?} is not an IAM role ARN such as arn:aws:iam::123456789012:role/ecr-pull"
+            ),
+        };
+        let rest = arn.strip_prefix("arn:").ok_or_else(bad_arn)?;
+        let (partition, rest) = rest.split_once(":iam::").ok_or_else(bad_arn)?;
+        let (account, name) = rest.split_once(":role/").ok_or_else(bad_arn)?;
+        let role_partition = match partition {
+            "aws" => Partition::Aws,
+            "aws-cn" => Partition::AwsCn,
+            "aws-us-gov" => Partition::AwsUsGov,
+            _ => return Err(bad_arn()),
+        };
+        let sts_chars = |c: char, extra: &str| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c) || extra.contains(c);
+        if account.len() != 12
+            || !account.bytes().all(|b| b.is_ascii_digit())
+            || name.is_empty()
+            || !name.chars().all(|c| sts_chars(c, "/"))
+        {
+            return Err(bad_arn());
+        }
+        for p in partitions {
+            if p != role_partition {
+                return Err(SpecError {
+                    field: "auth.roleArn",
+                    message: format!(
+                        "{arn:?} is in partition {role_partition}, a registry is in {p}: a role gets tokens only in its own partition"
+                    ),
+                });
+            }
+        }
+        if let Some(id) = &auth.external_id
+            && (!(2..=1224).contains(&id.len()) || !id.chars().all(|c| sts_chars(c, ":/")))
+        {
+            return Err(SpecError {
+                field: "auth.externalId",
+                message: "must be 2 to 1224 characters of letters, digits and _+=,.@:/-".into(),
+            });
+        }
+        if let Some(name) = &auth.session_name
+            && (!(2..=64).contains(&name.len()) || !name.chars().all(|c| sts_chars(c, "")))
+        {
+            return Err(SpecError {
+                field: "auth.sessionName",
+                message: format!(
+                    "{name:?} must be 2 to 64 characters of letters, digits and _+=,.@-"
+                ),
+            });
+        }
+        if let Some(sa) = &auth.service_account_ref
+            && crate::policy::guard::check_secret_name(&sa.name).is_err()
+        {
+            return Err(SpecError {
+                field: "auth.serviceAccountRef.name",
+                message: format!("{:?} is not a valid ServiceAccount name", sa.name),
+            });
+        }
+        Ok(Some(auth.clone()))
+    }
+
     /// The size limits of [`limits`], checked before anything is parsed (so an oversized
     /// value is reported as such, quoted only in part).
     fn check_limits(&self) -> Result<(), SpecError> {
@@ -293,6 +483,22 @@ impl ECRTokenRefreshSpec {
         too_long("ecrRegistry", &self.ecr_registry, 253)?;
         too_long("frequency", &self.frequency, limits::MAX_FREQUENCY)?;
         too_long("region", &self.region, limits::MAX_REGION)?;
+        if self.additional_registries.len() > limits::MAX_ADDITIONAL_REGISTRIES {
+            return Err(SpecError {
+                field: "additionalRegistries",
+                message: format!(
+                    "has {} entries; at most {} are allowed",
+                    self.additional_registries.len(),
+                    limits::MAX_ADDITIONAL_REGISTRIES
+                ),
+            });
+        }
+        for host in &self.additional_registries {
+            too_long("additionalRegistries", host, 253)?;
+        }
+        if let Some(auth) = &self.auth {
+            too_long("auth.roleArn", &auth.role_arn, 2048)?;
+        }
         if self.service_accounts.len() > limits::MAX_SERVICE_ACCOUNTS {
             return Err(SpecError {
                 field: "serviceAccounts",
@@ -349,13 +555,13 @@ impl ECRTokenRefreshSpec {
             field: "frequency",
             message: e.to_string(),
         })?;
-        if !registry::is_region(&self.region) {
+        if !self.region.is_empty() && !registry::is_region(&self.region) {
             return Err(SpecError {
                 field: "region",
                 message: format!("{:?} is not an AWS region such as us-east-1", self.region),
             });
         }
-        if self.region != registry.region {
+        if !self.region.is_empty() && self.region != registry.region {
             return Err(SpecError {
                 field: "region",
                 message: format!(
@@ -372,6 +578,10 @@ impl ECRTokenRefreshSpec {
                 });
             }
         }
+        let additional = self.additional_registries()?;
+        let auth = self.valid_auth(
+            std::iter::once(registry.partition).chain(additional.iter().map(Registry::partition)),
+        )?;
         let mut seen = std::collections::BTreeSet::new();
         for (i, sa) in self.service_accounts.iter().enumerate() {
             if !seen.insert(sa) {
@@ -397,7 +607,9 @@ impl ECRTokenRefreshSpec {
         }
         Ok(ValidSpec {
             registry,
+            additional,
             frequency,
+            auth,
         })
     }
 }

@@ -122,6 +122,52 @@ pub fn parse_registry_host(host: &str) -> Result<RegistryHost, RegistryError> {
     })
 }
 
+/// The host of ECR Public ([ECR Public registries](https://docs.aws.amazon.com/AmazonECR/latest/public/public-registries.html)):
+/// tokens for it come from the `ecr-public` API in `us-east-1`.
+pub const PUBLIC_HOST: &str = "public.ecr.aws";
+
+/// The schema pattern of an entry of `additionalRegistries`: a private registry host or
+/// [`PUBLIC_HOST`].
+pub const ANY_REGISTRY_PATTERN: &str = r"^([0-9]{12}\.dkr\.ecr(-fips)?\.[a-z]{2}(-[a-z]+)+-[0-9]+\.amazonaws\.com(\.cn)?|public\.ecr\.aws)$";
+
+/// A registry a Secret holds an entry for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Registry {
+    /// A private registry.
+    Private(RegistryHost),
+    /// ECR Public, [`PUBLIC_HOST`].
+    Public,
+}
+
+impl Registry {
+    /// The host, the key under `auths`.
+    pub fn host(&self) -> &str {
+        match self {
+            Registry::Private(r) => &r.host,
+            Registry::Public => PUBLIC_HOST,
+        }
+    }
+
+    /// The partition the registry lives in (ECR Public: `aws`).
+    pub fn partition(&self) -> Partition {
+        match self {
+            Registry::Private(r) => r.partition,
+            Registry::Public => Partition::Aws,
+        }
+    }
+}
+
+/// Parses a private registry host or [`PUBLIC_HOST`].
+///
+/// # Errors
+/// [`RegistryError`] as [`parse_registry_host`] gives it.
+pub fn parse_registry(host: &str) -> Result<Registry, RegistryError> {
+    if host == PUBLIC_HOST {
+        return Ok(Registry::Public);
+    }
+    parse_registry_host(host).map(Registry::Private)
+}
+
 /// `us-east-1`, `ap-southeast-3`, `us-gov-west-1`, `cn-northwest-1`: two letters, one
 /// or more lowercase words, a number, separated by dashes.
 pub(crate) fn is_region(region: &str) -> bool {
@@ -194,6 +240,21 @@ mod tests {
             let e = parse_registry_host(host).unwrap_err();
             assert!(e.to_string().contains(why), "{host}: {e}");
         }
+    }
+
+    #[test]
+    fn ecr_public_is_a_registry_too() {
+        assert_eq!(parse_registry("public.ecr.aws"), Ok(Registry::Public));
+        assert_eq!(Registry::Public.host(), "public.ecr.aws");
+        assert!(matches!(
+            parse_registry("123456789012.dkr.ecr.us-east-1.amazonaws.com"),
+            Ok(Registry::Private(_))
+        ));
+        assert!(parse_registry("public.ecr.aws/team").is_err());
+        let re = regex::Regex::new(ANY_REGISTRY_PATTERN).unwrap();
+        assert!(re.is_match("public.ecr.aws"));
+        assert!(re.is_match("123456789012.dkr.ecr.eu-west-1.amazonaws.com"));
+        assert!(!re.is_match("public.ecr.aws.example.com"));
     }
 
     #[test]

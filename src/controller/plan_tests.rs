@@ -413,6 +413,8 @@ fn the_hash_plan_expects_is_the_one_a_rendered_secret_carries() {
             region: "us-east-1".into(),
             service_accounts: vec![],
             policy: None,
+            additional_registries: vec![],
+            auth: None,
         },
     );
     cr.metadata.namespace = Some(NS.into());
