@@ -5,6 +5,7 @@
 //! | `ecr_token_refresh_reconciles_total` | counter | `outcome` | reconciles finished |
 //! | `ecr_token_refresh_reconcile_duration_seconds` | histogram | `outcome` | how long they took |
 //! | `ecr_token_refresh_ecr_requests_total` | counter | `outcome` | `GetAuthorizationToken` calls (`success` or the error kind) |
+//! | `ecr_token_refresh_token_cache_lookups_total` | counter | `result` | lookups in the shared token cache, one per (resource, token key) a reconcile needs: `hit` (a held token served), `miss` (nothing held: an ECR call), `refresh` (the held one was not fresh enough: an ECR call), `shared` (served by a call another resource made meanwhile) |
 //! | `ecr_token_refresh_secrets_written_total` | counter | `reason` | pull Secrets written (`Created`, `Refreshed`, `Repaired`) |
 //! | `ecr_token_refresh_retries_total` | counter | `reason` | failed reconciles retried after a backoff, by the `Ready` reason (`ECRAccessDenied`, `SecretWriteFailed`, …) |
 //! | `ecr_token_refresh_plugin_calls_total` | counter | `plugin`, `hook`, `outcome` | policy plugin calls (`ok`, or why they failed) |
@@ -34,6 +35,13 @@ use prometheus_client::registry::{Registry, Unit};
 pub struct OutcomeLabels {
     /// e.g. `refreshed`, `up_to_date`, `token_failed`, `error`.
     pub outcome: String,
+}
+
+/// Result label of a token cache lookup.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// `hit`, `miss`, `refresh` or `shared`.
+    pub result: String,
 }
 
 /// Reason label of a written Secret.
@@ -101,6 +109,7 @@ pub struct Metrics {
     reconciles: Family<OutcomeLabels, Counter>,
     reconcile_duration: Family<OutcomeLabels, Histogram, fn() -> Histogram>,
     ecr_requests: Family<OutcomeLabels, Counter>,
+    token_lookups: Family<ResultLabels, Counter>,
     secrets_written: Family<ReasonLabels, Counter>,
     retries: Family<ReasonLabels, Counter>,
     plugin_calls: Family<PluginOutcomeLabels, Counter>,
@@ -116,6 +125,7 @@ impl Default for Metrics {
             reconciles: Family::default(),
             reconcile_duration: Family::new_with_constructor(reconcile_histogram),
             ecr_requests: Family::default(),
+            token_lookups: Family::default(),
             secrets_written: Family::default(),
             retries: Family::default(),
             plugin_calls: Family::default(),
@@ -152,6 +162,11 @@ impl Metrics {
             "ecr_requests",
             "ECR GetAuthorizationToken calls, by outcome (success or the error kind)",
             self.ecr_requests.clone(),
+        );
+        registry.register(
+            "token_cache_lookups",
+            "Lookups in the shared token cache, by result (hit, miss, refresh, shared)",
+            self.token_lookups.clone(),
         );
         registry.register(
             "secrets_written",
@@ -203,6 +218,16 @@ impl Metrics {
         self.ecr_requests
             .get_or_create(&OutcomeLabels {
                 outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// One lookup in the shared token cache: `hit`, `miss`, `refresh` or `shared`
+    /// ([`crate::ecr::Lookup::label`]).
+    pub fn token_lookup(&self, result: &str) {
+        self.token_lookups
+            .get_or_create(&ResultLabels {
+                result: result.to_owned(),
             })
             .inc();
     }

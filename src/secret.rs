@@ -29,7 +29,7 @@ use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 
 use crate::api::ECRTokenRefresh;
-use crate::ecr::AuthorizationToken;
+use crate::ecr::{AuthorizationToken, Credentials};
 
 /// Field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "ecr-token-refresh";
@@ -155,18 +155,26 @@ impl SecretMeta {
     }
 }
 
-/// The `.dockerconfigjson` document for one registry host:
-/// `{"auths":{"<registry>":{"username":"AWS","password":"<password>","auth":"<base64 AWS:password>"}}}`.
-pub fn docker_config_json(registry: &str, token: &AuthorizationToken) -> Vec<u8> {
-    let password = token.password.expose_secret();
-    let auth = base64::engine::general_purpose::STANDARD
-        .encode(format!("{}:{}", token.username, password));
-    let doc = serde_json::json!({
-        "auths": {
-            registry: { "username": token.username, "password": password, "auth": auth }
-        }
-    });
-    serde_json::to_vec(&doc).unwrap_or_default()
+/// The `.dockerconfigjson` document for `credentials`, one entry per registry host:
+/// `{"auths":{"<registry>":{"username":"AWS","password":"<password>","auth":"<base64 AWS:password>"},…}}`
+/// ([the format kubelet reads](https://kubernetes.io/docs/concepts/containers/images/#config-json);
+/// keys in sorted order, so equal credentials give equal bytes).
+pub fn docker_config_json(credentials: &Credentials) -> Vec<u8> {
+    let auths: serde_json::Map<String, serde_json::Value> = credentials
+        .entries()
+        .iter()
+        .map(|(host, held)| {
+            let token = &held.token;
+            let password = token.password.expose_secret();
+            let auth = base64::engine::general_purpose::STANDARD
+                .encode(format!("{}:{}", token.username, password));
+            (
+                host.clone(),
+                serde_json::json!({ "username": token.username, "password": password, "auth": auth }),
+            )
+        })
+        .collect();
+    serde_json::to_vec(&serde_json::json!({ "auths": auths })).unwrap_or_default()
 }
 
 /// Hex SHA-256 of `bytes` (the value of [`DATA_HASH_ANNOTATION`]).
@@ -231,19 +239,14 @@ pub fn render_data(
     }
 }
 
-/// Renders the Secret for `owner` at `target` holding `token` for `registry`; see
-/// [`render_data`].
-pub fn render(
-    owner: &ECRTokenRefresh,
-    target: &SecretTarget,
-    registry: &str,
-    token: &AuthorizationToken,
-) -> Secret {
+/// Renders the Secret for `owner` at `target` holding `credentials`, expiring with the
+/// earliest of their tokens; see [`render_data`].
+pub fn render(owner: &ECRTokenRefresh, target: &SecretTarget, credentials: &Credentials) -> Secret {
     render_data(
         owner,
         target,
-        docker_config_json(registry, token),
-        token.expires_at,
+        docker_config_json(credentials),
+        credentials.expires_at,
     )
 }
 
@@ -282,25 +285,27 @@ pub enum SeedError {
     /// Its expiry annotation does not agree with `status.expiresAt`.
     #[error("its expiry does not agree with status.expiresAt")]
     Expiry,
-    /// Its `.dockerconfigjson` has no usable entry for the registry.
-    #[error("its .dockerconfigjson has no complete entry for the registry")]
+    /// Its `.dockerconfigjson` lacks a complete entry for a registry, or has others.
+    #[error("its .dockerconfigjson does not hold exactly one complete entry per registry")]
     Entry,
 }
 
-/// The token held in `secret`, the resource's own Secret, when it may seed the held token
-/// after a restart: controlled by `owner` (controller ownerReference and owner labels),
-/// its data matching its hash annotation, its expiry annotation equal to `expected_expiry`
-/// (the resource's `status.expiresAt`, which only the operator writes), and a complete
-/// entry for `registry` (`auth` being base64 of `username:password`).
+/// The tokens held in `secret`, the resource's own Secret, when it may seed the held
+/// credentials after a restart: controlled by `owner` (controller ownerReference and owner
+/// labels), its data matching its hash annotation, its expiry annotation equal to
+/// `expected_expiry` (the resource's `status.expiresAt`, which only the operator writes),
+/// and exactly one complete entry per host of `registries` under `auths` (`auth` being
+/// base64 of `username:password`). Each token is returned, in the order of `registries`,
+/// with `expected_expiry` as its expiry (the Secret records only the earliest).
 ///
 /// # Errors
 /// [`SeedError`] saying which check failed (never quoting the data).
-pub fn seed_token(
+pub fn seed_tokens(
     secret: &Secret,
     owner: &Owner,
-    registry: &str,
+    registries: &[&str],
     expected_expiry: Timestamp,
-) -> Result<AuthorizationToken, SeedError> {
+) -> Result<Vec<AuthorizationToken>, SeedError> {
     if secret.type_.as_deref() != Some(SECRET_TYPE) {
         return Err(SeedError::Type);
     }
@@ -325,20 +330,32 @@ pub fn seed_token(
         password: String,
         auth: String,
     }
-    let doc: serde_json::Value = serde_json::from_slice(&data.0).map_err(|_| SeedError::Entry)?;
-    let entry: Entry =
-        serde_json::from_value(doc["auths"][registry].clone()).map_err(|_| SeedError::Entry)?;
-    let expected_auth = base64::engine::general_purpose::STANDARD
-        .encode(format!("{}:{}", entry.username, entry.password));
-    if entry.username.is_empty() || entry.password.is_empty() || entry.auth != expected_auth {
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        auths: BTreeMap<String, Entry>,
+    }
+    let mut doc: Doc = serde_json::from_slice(&data.0).map_err(|_| SeedError::Entry)?;
+    if doc.auths.len() != registries.len() {
         return Err(SeedError::Entry);
     }
-    Ok(AuthorizationToken {
-        username: entry.username,
-        password: secrecy::SecretString::from(entry.password),
-        expires_at: expected_expiry,
-        proxy_endpoint: None,
-    })
+    registries
+        .iter()
+        .map(|host| {
+            let entry = doc.auths.remove(*host).ok_or(SeedError::Entry)?;
+            let expected_auth = base64::engine::general_purpose::STANDARD
+                .encode(format!("{}:{}", entry.username, entry.password));
+            if entry.username.is_empty() || entry.password.is_empty() || entry.auth != expected_auth
+            {
+                return Err(SeedError::Entry);
+            }
+            Ok(AuthorizationToken {
+                username: entry.username,
+                password: secrecy::SecretString::from(entry.password),
+                expires_at: expected_expiry,
+                proxy_endpoint: None,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -383,9 +400,65 @@ mod tests {
 
     const HOST: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
 
+    fn creds_of(entries: &[(&str, &str, &str)]) -> Credentials {
+        let entries = entries
+            .iter()
+            .map(|(host, region, pw)| {
+                let held = crate::ecr::HeldToken {
+                    key: crate::ecr::TokenKey::operator(region, false),
+                    token: token(pw),
+                    fetched_at: "2029-12-31T12:00:00Z".parse().unwrap(),
+                };
+                (host.to_string(), std::sync::Arc::new(held))
+            })
+            .collect();
+        Credentials::new(entries).unwrap()
+    }
+
+    fn creds(host: &str, pw: &str) -> Credentials {
+        creds_of(&[(host, "us-east-1", pw)])
+    }
+
+    #[test]
+    fn several_registries_are_entries_of_one_document_and_seed_back_in_order() {
+        let west = "210987654321.dkr.ecr.eu-west-1.amazonaws.com";
+        let c = creds_of(&[
+            (HOST, "us-east-1", "east"),
+            (west, "eu-west-1", "west"),
+            ("public.ecr.aws", "us-east-1", "pub"),
+        ]);
+        let s = render(&owner(), &target("default"), &c);
+        let data = &s.data.as_ref().unwrap()[".dockerconfigjson"].0;
+        let v: serde_json::Value = serde_json::from_slice(data).unwrap();
+        assert_eq!(v["auths"].as_object().unwrap().len(), 3);
+        assert_eq!(v["auths"][west]["password"], "west");
+        assert_eq!(v["auths"]["public.ecr.aws"]["password"], "pub");
+        let o = Owner::of(&owner());
+        let expiry: Timestamp = "2030-01-01T00:00:00Z".parse().unwrap();
+        let hosts = [west, "public.ecr.aws", HOST];
+        let seeded = seed_tokens(&s, &o, &hosts, expiry).unwrap();
+        let pws: Vec<_> = seeded.iter().map(|t| t.password.expose_secret()).collect();
+        assert_eq!(pws, ["west", "pub", "east"]);
+        // A host the Secret lacks, or one it holds that is no longer wanted: no seed.
+        assert_eq!(
+            seed_tokens(&s, &o, &[HOST, west], expiry).err(),
+            Some(SeedError::Entry)
+        );
+        let more = [
+            HOST,
+            west,
+            "public.ecr.aws",
+            "111111111111.dkr.ecr.us-east-1.amazonaws.com",
+        ];
+        assert_eq!(
+            seed_tokens(&s, &o, &more, expiry).err(),
+            Some(SeedError::Entry)
+        );
+    }
+
     #[test]
     fn renders_the_original_dockerconfigjson() {
-        let s = render(&owner(), &target("default"), HOST, &token("pa:ss"));
+        let s = render(&owner(), &target("default"), &creds(HOST, "pa:ss"));
         assert_eq!(s.type_.as_deref(), Some("kubernetes.io/dockerconfigjson"));
         let data = &s.data.as_ref().unwrap()[".dockerconfigjson"].0;
         let v: serde_json::Value = serde_json::from_slice(data).unwrap();
@@ -412,7 +485,7 @@ mod tests {
     fn long_names_stay_out_of_label_values() {
         let mut cr = owner();
         cr.metadata.name = Some("a".repeat(253));
-        let s = render(&cr, &target("default"), HOST, &token("p"));
+        let s = render(&cr, &target("default"), &creds(HOST, "p"));
         assert!(
             s.labels().values().all(|v| v.len() <= 63),
             "{:?}",
@@ -423,7 +496,7 @@ mod tests {
 
     #[test]
     fn copies_in_other_namespaces_have_no_owner_reference() {
-        let s = render(&owner(), &target("team-a"), HOST, &token("p"));
+        let s = render(&owner(), &target("team-a"), &creds(HOST, "p"));
         assert!(s.metadata.owner_references.is_none());
         let m = SecretMeta::read(&s.metadata, &Owner::of(&owner()));
         assert!(m.ours && m.metadata_intact);
@@ -432,7 +505,7 @@ mod tests {
     #[test]
     fn ownership_and_intact_metadata() {
         let o = Owner::of(&owner());
-        let s = render(&owner(), &target("default"), HOST, &token("p"));
+        let s = render(&owner(), &target("default"), &creds(HOST, "p"));
         let m = SecretMeta::read(&s.metadata, &o);
         assert!(m.ours && m.metadata_intact && !m.terminating);
         assert_eq!(m.expires_at, Some("2030-01-01T00:00:00Z".parse().unwrap()));
@@ -463,7 +536,7 @@ mod tests {
 
     #[test]
     fn the_update_patch_carries_preconditions_and_drops_the_legacy_label() {
-        let s = render(&owner(), &target("default"), HOST, &token("p"));
+        let s = render(&owner(), &target("default"), &creds(HOST, "p"));
         let p = update_patch(&s, "uid-1", "42");
         assert_eq!(p["metadata"]["uid"], "uid-1");
         assert_eq!(p["metadata"]["resourceVersion"], "42");
@@ -475,13 +548,13 @@ mod tests {
     fn only_an_intact_own_secret_seeds_a_token() {
         let o = Owner::of(&owner());
         let expiry: Timestamp = "2030-01-01T00:00:00Z".parse().unwrap();
-        let good = render(&owner(), &target("default"), HOST, &token("pa:ss"));
-        let t = seed_token(&good, &o, HOST, expiry).unwrap();
+        let good = render(&owner(), &target("default"), &creds(HOST, "pa:ss"));
+        let t = seed_tokens(&good, &o, &[HOST], expiry).unwrap().remove(0);
         assert_eq!(t.password.expose_secret(), "pa:ss");
 
         let later: Timestamp = "2099-01-01T00:00:00Z".parse().unwrap();
         assert_eq!(
-            seed_token(&good, &o, HOST, later).err(),
+            seed_tokens(&good, &o, &[HOST], later).err(),
             Some(SeedError::Expiry)
         );
 
@@ -499,7 +572,7 @@ mod tests {
             .unwrap()
             .insert(DOCKER_CONFIG_KEY.into(), ByteString(bytes));
         assert_eq!(
-            seed_token(&forged, &o, HOST, expiry).err(),
+            seed_tokens(&forged, &o, &[HOST], expiry).err(),
             Some(SeedError::Entry)
         );
 
@@ -510,14 +583,14 @@ mod tests {
             .unwrap()
             .insert(DOCKER_CONFIG_KEY.into(), ByteString(b"{}".to_vec()));
         assert_eq!(
-            seed_token(&edited, &o, HOST, expiry).err(),
+            seed_tokens(&edited, &o, &[HOST], expiry).err(),
             Some(SeedError::Hash)
         );
 
         let mut copy = good.clone();
         copy.metadata.owner_references = None;
         assert_eq!(
-            seed_token(&copy, &o, HOST, expiry).err(),
+            seed_tokens(&copy, &o, &[HOST], expiry).err(),
             Some(SeedError::Owner)
         );
     }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 
-use crate::ecr::{EcrError, HeldToken};
+use crate::ecr::{Credentials, EcrError};
 use crate::secret::{SecretMeta, SecretTarget};
 
 /// How long after a write the operator's own record of it stands in for the watch cache
@@ -87,7 +87,7 @@ pub struct TokenFailure {
 #[derive(Debug, Default, Clone)]
 struct ResourceMemory {
     failures: u32,
-    held: Option<Arc<HeldToken>>,
+    held: Option<Arc<Credentials>>,
     /// After a failed token fetch: the failure, when the retry is due and the generation
     /// it was for. No new fetch is made before then for that generation, whatever triggers
     /// a reconcile.
@@ -130,7 +130,7 @@ impl Memory {
     }
 
     /// The token the Secrets of the resource with `uid` hold.
-    pub fn held(&self, uid: &str) -> Option<Arc<HeldToken>> {
+    pub fn held(&self, uid: &str) -> Option<Arc<Credentials>> {
         lock(&self.resources).get(uid).and_then(|r| r.held.clone())
     }
 
@@ -187,7 +187,7 @@ impl Memory {
     }
 
     /// Remembers the token the Secrets of the resource with `uid` hold.
-    pub fn set_held(&self, uid: &str, token: Option<Arc<HeldToken>>) {
+    pub fn set_held(&self, uid: &str, token: Option<Arc<Credentials>>) {
         lock(&self.resources)
             .entry(uid.to_string())
             .or_default()

@@ -11,7 +11,7 @@ use std::time::Instant;
 use jiff::Timestamp;
 
 use crate::controller::memory::{CACHE_LAG, Memory, Recalled, Written};
-use crate::ecr::{AuthorizationToken, HeldToken};
+use crate::ecr::{AuthorizationToken, Credentials, HeldToken};
 use crate::secret::{SecretMeta, SecretTarget};
 
 const OWNER: &str = "owner-uid";
@@ -282,7 +282,7 @@ fn failure_counts_saturate_and_the_held_token_can_be_cleared() {
     assert_eq!(m.failures(OWNER), 0);
 
     assert!(m.held(OWNER).is_none());
-    let tok = Arc::new(HeldToken {
+    let held = Arc::new(HeldToken {
         key: crate::ecr::TokenKey::operator("us-east-1", false),
         token: AuthorizationToken {
             username: "AWS".into(),
@@ -292,6 +292,7 @@ fn failure_counts_saturate_and_the_held_token_can_be_cleared() {
         },
         fetched_at: Timestamp::UNIX_EPOCH,
     });
+    let tok = Arc::new(Credentials::new(vec![("registry".into(), held)]).unwrap());
     m.set_held(OTHER, Some(Arc::clone(&tok)));
     assert!(m.held(OTHER).is_some_and(|h| Arc::ptr_eq(&h, &tok)));
     assert!(m.held(OWNER).is_none(), "held tokens are per resource");

@@ -15,7 +15,7 @@ use super::apply::added_pull_secrets;
 use super::plan::{Found, Input, Resource, ServiceAccountView, Stale, Target};
 use super::{Context, Error, caches};
 use crate::api::{ECRTokenRefresh, ValidSpec};
-use crate::ecr::TokenKey;
+use crate::ecr::{TokenKey, TokenRequest, Wanted};
 use crate::secret::{Owner, SecretMeta, SecretTarget};
 
 /// Builds the plan's input for `cr` (validated as `spec`) and its `targets`.
@@ -53,11 +53,10 @@ pub(super) async fn input(
         resource: Resource {
             owner: owner.clone(),
             generation: cr.metadata.generation,
-            registry: spec.registry.host.clone(),
+            registries: wanted(spec, &owner.namespace),
             frequency: spec.frequency,
             status: cr.status.clone().unwrap_or_default(),
             service_accounts: cr.spec.service_accounts.clone(),
-            token_key: TokenKey::operator(&spec.registry.region, spec.registry.fips),
         },
         targets: observed,
         stale,
@@ -68,6 +67,32 @@ pub(super) async fn input(
         contested: ctx.memory.contested(&owner.uid),
         schedule: ctx.settings.schedule.clone(),
     })
+}
+
+/// Every registry host of `spec` with the key of the token that serves it, for a resource
+/// in `namespace` (whose identity may be a ServiceAccount of that namespace).
+pub fn wanted(spec: &ValidSpec, namespace: &str) -> Vec<Wanted> {
+    token_requests(spec, namespace)
+        .into_iter()
+        .map(|(host, request)| Wanted {
+            host,
+            key: TokenKey::of(&request),
+        })
+        .collect()
+}
+
+/// Every registry host of `spec` (`spec.ecrRegistry` first) with what to ask for its token.
+pub fn token_requests(spec: &ValidSpec, namespace: &str) -> Vec<(String, TokenRequest)> {
+    let identity = spec.identity(namespace);
+    spec.registries()
+        .iter()
+        .map(|r| {
+            (
+                r.host().to_string(),
+                TokenRequest::for_registry(r, &identity),
+            )
+        })
+        .collect()
 }
 
 /// Secrets of ours seen for the first time (after a restart, or a new leader): their

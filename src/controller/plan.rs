@@ -16,7 +16,7 @@ use jiff::Timestamp;
 
 use super::schedule::{self, ScheduleSettings};
 use crate::api::ECRTokenRefreshStatus;
-use crate::ecr::{EcrError, HeldToken, TokenKey};
+use crate::ecr::{Credentials, EcrError, HeldToken, Wanted};
 use crate::policy::RetryDecision;
 use crate::secret::{self, Owner, SecretMeta, SecretTarget};
 
@@ -27,16 +27,15 @@ pub struct Resource {
     pub owner: Owner,
     /// `metadata.generation`.
     pub generation: Option<i64>,
-    /// The registry host, the key under `auths`.
-    pub registry: String,
+    /// The registry hosts, the keys under `auths` (`spec.ecrRegistry` first), each with the
+    /// key of the token that serves it (identity, region, FIPS or not, private or public).
+    pub registries: Vec<Wanted>,
     /// `spec.frequency`.
     pub frequency: Duration,
     /// The current status (what the operator last wrote).
     pub status: ECRTokenRefreshStatus,
     /// `spec.serviceAccounts`.
     pub service_accounts: Vec<String>,
-    /// The key of the tokens it may use (its identity, region, FIPS or not).
-    pub token_key: TokenKey,
 }
 
 /// What is at a target now.
@@ -104,9 +103,9 @@ pub struct Input {
     /// The ServiceAccounts in the target namespaces named by the spec, and those holding
     /// entries this resource added.
     pub service_accounts: Vec<ServiceAccountView>,
-    /// The token the resource's Secrets hold (remembered from the last write, or seeded
+    /// The tokens the resource's Secrets hold (remembered from the last write, or seeded
     /// from its own Secret after a restart).
-    pub held: Option<Arc<HeldToken>>,
+    pub held: Option<Arc<Credentials>>,
     /// Failed attempts in a row so far (the controller's memory; status mirrors it).
     pub failures: u32,
     /// Targets the operator wrote moments ago (within [`super::memory::CONTEST_WINDOW`]):
@@ -133,17 +132,28 @@ impl Input {
         ))
     }
 
-    /// Whether `token` serves this resource now: it has the resource's key (a spec moved to
-    /// another region needs another token) and is fresh enough (its own refresh time, the
-    /// earlier of `fetched_at + frequency` and expiry minus the margin, is still ahead).
-    pub fn accepts(&self, token: &HeldToken) -> bool {
-        token.key == self.resource.token_key
-            && schedule::next_refresh(
-                token.fetched_at,
-                self.resource.frequency,
-                token.token.expires_at,
-                &self.schedule,
-            ) > self.now
+    /// Whether `credentials` serve this resource now: a token of the right key for each of
+    /// its registries (a spec moved to another region or identity needs another token) and
+    /// fresh enough (their refresh time, the earlier of the earliest `fetched_at + frequency`
+    /// and the earliest expiry minus the margin, is still ahead).
+    pub fn accepts(&self, credentials: &Credentials) -> bool {
+        credentials.serves(&self.resource.registries)
+            && self.fresh(credentials.fetched_at, credentials.expires_at)
+    }
+
+    /// Whether one shared token (of a key this resource uses) is fresh enough for it: its
+    /// own refresh time for this resource's `frequency` is still ahead.
+    pub fn accepts_token(&self, token: &HeldToken) -> bool {
+        self.fresh(token.fetched_at, token.token.expires_at)
+    }
+
+    fn fresh(&self, fetched_at: Timestamp, expires_at: Timestamp) -> bool {
+        schedule::next_refresh(
+            fetched_at,
+            self.resource.frequency,
+            expires_at,
+            &self.schedule,
+        ) > self.now
     }
 
     fn generation_seen(&self) -> bool {
@@ -205,8 +215,8 @@ pub fn token_need(input: &Input) -> TokenNeed {
 pub enum TokenState {
     /// No token was needed.
     NotNeeded,
-    /// The token to write.
-    Ready(Arc<HeldToken>),
+    /// The tokens to write.
+    Ready(Arc<Credentials>),
     /// None could be had.
     Failed {
         /// Why.
@@ -215,7 +225,7 @@ pub enum TokenState {
         decision: RetryDecision,
         /// The held token when it has not expired yet: missing Secrets are still written
         /// with it, so an ECR outage never leaves a namespace without credentials.
-        fallback: Option<Arc<HeldToken>>,
+        fallback: Option<Arc<Credentials>>,
         /// Whether this reconcile asked (a new attempt, counted); `false` while waiting for
         /// the retry of an earlier failure (nothing is asked before it is due).
         fresh: bool,
@@ -224,7 +234,7 @@ pub enum TokenState {
 
 impl TokenState {
     /// The token writes use, if any.
-    pub fn writable(&self) -> Option<&Arc<HeldToken>> {
+    pub fn writable(&self) -> Option<&Arc<Credentials>> {
         match self {
             TokenState::Ready(t) => Some(t),
             TokenState::Failed { fallback, .. } => fallback.as_ref(),
@@ -296,11 +306,8 @@ pub fn plan(input: &Input, token: &TokenState) -> Plan {
     let writable = token.writable();
     let expected = writable.map(|t| {
         (
-            secret::sha256_hex(&secret::docker_config_json(
-                &input.resource.registry,
-                &t.token,
-            )),
-            t.token.expires_at,
+            secret::sha256_hex(&secret::docker_config_json(t)),
+            t.expires_at,
         )
     });
     let status_expiry = input.resource.status.expires_at.as_ref().map(|t| t.0);

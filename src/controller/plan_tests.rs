@@ -420,7 +420,7 @@ fn the_hash_plan_expects_is_the_one_a_rendered_secret_carries() {
     cr.metadata.namespace = Some(NS.into());
     cr.metadata.uid = Some(UID.into());
     let tok = ecr_token("pa:ss", h(1));
-    let mut rendered = secret::render(&cr, &target(NS), REGISTRY, &tok.token);
+    let mut rendered = secret::render(&cr, &target(NS), &tok);
     rendered.metadata.uid = Some("secret-uid".into());
     rendered.metadata.resource_version = Some("5".into());
     let meta = SecretMeta::read(&rendered.metadata, &Owner::of(&cr));
@@ -430,7 +430,7 @@ fn the_hash_plan_expects_is_the_one_a_rendered_secret_carries() {
     let p = plan(&input, &TokenState::Ready(Arc::clone(&tok)));
     assert!(p.ops.is_empty(), "{:?}", p.ops);
     // Another password (same expiry): rewritten.
-    let other = token("other", tok.fetched_at, tok.token.expires_at);
+    let other = token("other", tok.fetched_at, tok.expires_at);
     let p = plan(&input, &TokenState::Ready(other));
     assert_eq!(p.ops, vec![update(NS, &meta)]);
 }
@@ -452,7 +452,7 @@ fn without_a_token_needed_nothing_is_written_but_stale_secrets_go() {
     assert_eq!(p.held, vec![(target("team-b"), Held::Conflict)]);
 }
 
-fn failed(fallback: Option<&Arc<HeldToken>>) -> TokenState {
+fn failed(fallback: Option<&Arc<Credentials>>) -> TokenState {
     TokenState::Failed {
         error: ecr_error(FailureKind::Throttled, "Rate exceeded"),
         decision: crate::policy::RetryDecision::RetryAfter(std::time::Duration::from_secs(30)),

@@ -18,7 +18,7 @@ use super::settle::{self, Outcome, Retry};
 use super::status::{self, reason};
 use super::{Context, Error, cleanup, observe, targets};
 use crate::api::{ECRTokenRefresh, ECRTokenRefreshStatus, Phase, ValidSpec};
-use crate::ecr::{HeldToken, TokenRequest};
+use crate::ecr::{Credentials, EcrError, FailureKind, HeldToken, TokenRequest};
 use crate::policy::{CrInfo, Failure, PolicyError, PolicySelection, RetryDecision};
 use crate::secret::{self, Owner, SecretTarget};
 
@@ -141,7 +141,7 @@ pub async fn reconcile(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Result<Ac
         owner: &r.owner,
     };
     let render = |t: &SecretTarget| match token.writable() {
-        Some(held) => secret::render(&cr, t, &spec.registry.host, &held.token),
+        Some(held) => secret::render(&cr, t, held),
         None => secret::render_data(&cr, t, Vec::new(), now),
     };
     let results = writer.run(&plan.ops, &render).await?;
@@ -265,7 +265,7 @@ impl Reconciler<'_> {
             return Ok(TokenState::Ready(Arc::clone(held)));
         }
         if need == TokenNeed::Repair
-            && let Some(seeded) = self.seed(spec, input).await
+            && let Some(seeded) = self.seed(input).await
             && input.accepts(&seeded)
         {
             let seeded = Arc::new(seeded);
@@ -274,27 +274,27 @@ impl Reconciler<'_> {
                 .set_held(&self.owner.uid, Some(Arc::clone(&seeded)));
             return Ok(TokenState::Ready(seeded));
         }
-        let request = TokenRequest {
-            region: spec.registry.region.clone(),
-            registry_id: spec.registry.account_id.clone(),
-            fips: spec.registry.fips,
-            identity: Default::default(),
-            kind: Default::default(),
-        };
+        let requests = distinct_keys(observe::token_requests(spec, &self.owner.namespace));
         let fallback = input
             .held
             .clone()
-            .filter(|h| h.key == input.resource.token_key && h.token.expires_at > self.now);
+            .filter(|h| h.serves(&input.resource.registries) && h.expires_at > self.now);
         let memory = &self.ctx.memory;
         let uid = &self.owner.uid;
         let generation = input.resource.generation;
         // After a failure, nothing is asked before its retry is due, whatever triggered this
-        // reconcile: a token another resource obtained meanwhile is taken, else the failure
+        // reconcile: tokens other resources obtained meanwhile are taken, else the failure
         // stands.
         if let Some(failed) = memory.token_failure(uid, self.now, generation) {
-            if let Some(token) = self.ctx.tokens.peek(&request, |h| input.accepts(h)) {
+            let peeked: Option<Vec<_>> = requests
+                .iter()
+                .map(|r| self.ctx.tokens.peek(r, |h| input.accepts_token(h)))
+                .collect();
+            if let Some(c) =
+                peeked.and_then(|tokens| Credentials::assemble(&input.resource.registries, &tokens))
+            {
                 memory.set_token_failure(uid, None);
-                return Ok(TokenState::Ready(token));
+                return Ok(TokenState::Ready(Arc::new(c)));
             }
             let decision = match failed.retry_at {
                 Some(at) => RetryDecision::RetryAfter(super::schedule::until(self.now, at)),
@@ -309,19 +309,45 @@ impl Reconciler<'_> {
                 fresh: false,
             });
         }
-        let obtained = self.ctx.tokens.get(&request, |h| input.accepts(h)).await;
-        match obtained.result {
-            Ok(token) => {
-                if obtained.called {
-                    self.ctx.metrics.ecr_call("success");
+        // One lookup per key, all at once: each key's callers share one call (single flight).
+        let obtained = futures::future::join_all(
+            requests
+                .iter()
+                .map(|r| self.ctx.tokens.get(r, |h| input.accepts_token(h))),
+        )
+        .await;
+        let mut tokens = Vec::with_capacity(obtained.len());
+        let mut first_error = None;
+        for o in obtained {
+            self.ctx.metrics.token_lookup(o.lookup.label());
+            match o.result {
+                Ok(token) => {
+                    if o.called {
+                        self.ctx.metrics.ecr_call("success");
+                    }
+                    tokens.push(token);
                 }
-                memory.set_token_failure(uid, None);
-                Ok(TokenState::Ready(token))
+                Err(error) => {
+                    if o.called {
+                        self.ctx.metrics.ecr_call(error.kind.label());
+                    }
+                    first_error.get_or_insert(error);
+                }
             }
-            Err(error) => {
-                if obtained.called {
-                    self.ctx.metrics.ecr_call(error.kind.label());
-                }
+        }
+        let assembled = Credentials::assemble(&input.resource.registries, &tokens);
+        match (first_error, assembled) {
+            (None, Some(credentials)) => {
+                memory.set_token_failure(uid, None);
+                Ok(TokenState::Ready(Arc::new(credentials)))
+            }
+            (error, _) => {
+                let error = error.unwrap_or_else(|| EcrError {
+                    kind: FailureKind::Other,
+                    registry_id: spec.registry.account_id.clone(),
+                    region: spec.registry.region.clone(),
+                    message: "no token for some registry of the resource".into(),
+                });
                 let attempt = memory.failures(uid).saturating_add(1);
                 let failure = Failure {
                     kind: error.kind,
@@ -381,10 +407,11 @@ impl Reconciler<'_> {
         }
     }
 
-    /// After a restart, the token in the resource's own Secret, when that Secret is ours,
-    /// intact and agrees with `status.expiresAt` (copies in other namespaces are never read
-    /// for a token).
-    async fn seed(&self, spec: &ValidSpec, input: &Input) -> Option<HeldToken> {
+    /// After a restart, the tokens in the resource's own Secret, when that Secret is ours,
+    /// intact, agrees with `status.expiresAt` and holds exactly the resource's registries
+    /// (copies in other namespaces are never read for a token). Each token is taken to expire
+    /// at `status.expiresAt` (the earliest of them) and serves only this resource.
+    async fn seed(&self, input: &Input) -> Option<Credentials> {
         let status = &input.resource.status;
         if status.observed_generation != input.resource.generation {
             return None;
@@ -408,14 +435,24 @@ impl Reconciler<'_> {
                 return None;
             }
         };
-        match secret::seed_token(&found, &self.owner, &spec.registry.host, expires_at) {
-            Ok(token) => {
+        let wanted = &input.resource.registries;
+        let hosts: Vec<&str> = wanted.iter().map(|w| w.host.as_str()).collect();
+        match secret::seed_tokens(&found, &self.owner, &hosts, expires_at) {
+            Ok(tokens) => {
                 tracing::info!(secret = %own.target, "token taken back from the resource's own Secret");
-                Some(HeldToken {
-                    key: input.resource.token_key.clone(),
-                    token,
-                    fetched_at,
-                })
+                let entries = wanted
+                    .iter()
+                    .zip(tokens)
+                    .map(|(w, token)| {
+                        let held = HeldToken {
+                            key: w.key.clone(),
+                            token,
+                            fetched_at,
+                        };
+                        (w.host.clone(), Arc::new(held))
+                    })
+                    .collect();
+                Credentials::new(entries)
             }
             Err(why) => {
                 tracing::info!(secret = %own.target, %why, "the resource's own Secret cannot seed the token");
@@ -634,4 +671,14 @@ impl Reconciler<'_> {
         )
         .await
     }
+}
+
+/// The requests of `requests` (host, request) with one per token key, in first-seen order:
+/// hosts of one key share its token.
+fn distinct_keys(requests: Vec<(String, TokenRequest)>) -> Vec<TokenRequest> {
+    let mut seen = std::collections::BTreeSet::new();
+    requests
+        .into_iter()
+        .filter_map(|(_, r)| seen.insert(crate::ecr::TokenKey::of(&r)).then_some(r))
+        .collect()
 }

@@ -12,7 +12,7 @@ use super::plan::{Found, Held, Input, Plan, SecretOp, TokenState};
 use super::schedule::{self, until};
 use super::status::{self, reason};
 use crate::api::{ECRTokenRefreshStatus, NamespaceFailure, Phase, SecretReference};
-use crate::ecr::HeldToken;
+use crate::ecr::Credentials;
 use crate::policy::RetryDecision;
 use crate::secret::SecretTarget;
 
@@ -69,7 +69,7 @@ pub struct Outcome {
     /// Whether this reconcile failed (for the consecutive-failure count and backoff).
     pub failed: bool,
     /// The token the Secrets hold now, to remember.
-    pub held: Option<Arc<HeldToken>>,
+    pub held: Option<Arc<Credentials>>,
     /// The Secrets serving now (for the ServiceAccount changes).
     pub served: BTreeSet<SecretTarget>,
     /// Whether another writer was found competing for a Secret of ours now (repairs back
@@ -183,7 +183,7 @@ pub fn settle(
                 match (&t.found, token) {
                     (_, TokenState::Ready(tok)) => {
                         with_token += 1;
-                        expiries.push(tok.token.expires_at)
+                        expiries.push(tok.expires_at)
                     }
                     (Found::Ours { meta, .. }, _) => expiries.extend(meta.expires_at),
                     _ => {}
@@ -193,7 +193,7 @@ pub fn settle(
                 served.insert(t.target.clone());
                 if let Some(tok) = written {
                     with_token += 1;
-                    expiries.push(tok.token.expires_at);
+                    expiries.push(tok.expires_at);
                 }
                 match (op, &t.found) {
                     (SecretOp::Create(_), _) => created.push(t.target.clone()),
@@ -478,7 +478,7 @@ pub fn settle(
             String::new()
         };
         let expiry = written
-            .map(|t| format!("; the token expires at {}", t.token.expires_at))
+            .map(|t| format!("; the token expires at {}", t.expires_at))
             .unwrap_or_default();
         notes.push(Note {
             warning: false,

@@ -96,7 +96,7 @@ fn failed_token(
     kind: FailureKind,
     message: &str,
     decision: RetryDecision,
-    fallback: Option<&Arc<HeldToken>>,
+    fallback: Option<&Arc<Credentials>>,
 ) -> TokenState {
     TokenState::Failed {
         error: ecr_error(kind, message),
@@ -142,7 +142,7 @@ fn all_written_means_ready_with_the_new_token_described() {
     assert_eq!(ready_of(s), is("True", "TokenRefreshed"));
     assert_eq!(s.phase, Some(Phase::Ready));
     assert_eq!(s.last_updated_time, Some(Time(new.fetched_at)));
-    assert_eq!(s.expires_at, Some(Time(new.token.expires_at)));
+    assert_eq!(s.expires_at, Some(Time(new.expires_at)));
     // Fetch + 8h frequency comes before expiry (fetch + 12h) minus the margin.
     assert_eq!(s.next_refresh_time, Some(Time(at(h(8) - 30))));
     assert_eq!(out.requeue, Some(8 * HOUR - Duration::from_secs(30)));
@@ -224,7 +224,7 @@ fn a_repair_with_the_held_token_writing_nothing_only_moves_the_generation() {
     assert!(normal_notes(&out).is_empty());
     assert_eq!(out.status.observed_generation, Some(2));
     assert_eq!(out.status.last_updated_time, Some(Time(tok.fetched_at)));
-    assert_eq!(out.status.expires_at, Some(Time(tok.token.expires_at)));
+    assert_eq!(out.status.expires_at, Some(Time(tok.expires_at)));
     assert_eq!(out.status.next_refresh_time, Some(Time(at(h(7)))));
     assert_eq!(out.requeue, Some(7 * HOUR));
 }
@@ -295,7 +295,7 @@ fn one_failed_write_among_many_is_ready_with_the_namespace_listed() {
     assert_eq!(warnings(&out), ["SecretWriteFailed"]);
     assert_eq!(normal_notes(&out), [("Created", 3)]);
     // The status still describes the token the served Secrets hold.
-    assert_eq!(s.expires_at, Some(Time(new.token.expires_at)));
+    assert_eq!(s.expires_at, Some(Time(new.expires_at)));
 }
 
 #[test]
@@ -397,7 +397,7 @@ fn failed_rewrites_keep_serving_the_token_they_hold() {
     assert_eq!(s.consecutive_failures, Some(1));
     assert_eq!(out.requeue, Some(RETRY.write_delay));
     assert_eq!(s.last_updated_time, Some(Time(old.fetched_at)));
-    assert_eq!(s.expires_at, Some(Time(old.token.expires_at)));
+    assert_eq!(s.expires_at, Some(Time(old.expires_at)));
     assert_eq!(s.served_namespaces, Some(2));
     assert!(out.held.as_ref().is_some_and(|h| Arc::ptr_eq(h, &new)));
     let reasons: Vec<&str> = s
@@ -488,7 +488,7 @@ fn a_failed_token_keeps_the_secrets_and_what_status_said_about_them() {
     assert_eq!(namespaces(s), [NS, "team-a"], "the Secrets still serve");
     assert_eq!(s.served_namespaces, Some(2));
     assert_eq!(s.last_updated_time, Some(Time(old.fetched_at)));
-    assert_eq!(s.expires_at, Some(Time(old.token.expires_at)));
+    assert_eq!(s.expires_at, Some(Time(old.expires_at)));
     assert_eq!(s.next_refresh_time, Some(Time(at(90))));
     assert_eq!(out.requeue, Some(Duration::from_secs(90)));
     assert!(out.failed);
@@ -499,7 +499,7 @@ fn a_failed_token_keeps_the_secrets_and_what_status_said_about_them() {
         message.contains("Rate exceeded")
             && message.contains(&format!(
                 "the Secrets are kept as they are (their token expires at {})",
-                old.token.expires_at
+                old.expires_at
             )),
         "{message}"
     );
@@ -581,7 +581,7 @@ fn during_an_outage_a_missing_secret_is_created_with_the_held_token() {
     assert_eq!(p.ops, [SecretOp::Create(target(NS))]);
     assert_eq!(ready_of(&out.status), is("False", "ECRServerError"));
     assert_eq!(out.served, targets(&[NS, "team-a"]));
-    assert_eq!(out.status.expires_at, Some(Time(held.token.expires_at)));
+    assert_eq!(out.status.expires_at, Some(Time(held.expires_at)));
     assert_eq!(out.status.last_updated_time, Some(Time(held.fetched_at)));
     assert_eq!(normal_notes(&out), [("Created", 1)]);
     assert_eq!(out.requeue, Some(Duration::from_secs(20)));
@@ -670,7 +670,7 @@ fn a_secret_kept_for_lack_of_a_token_still_serves_unless_someone_edited_it() {
     let (p, out) = run(&input, &token(), |_| done());
     assert_eq!(p.held, [(target(NS), plan::Held::NoToken)]);
     assert!(out.served.is_empty());
-    assert_eq!(out.status.expires_at, Some(Time(old.token.expires_at)));
+    assert_eq!(out.status.expires_at, Some(Time(old.expires_at)));
     assert_eq!(
         out.status.failed_namespaces[0].reason, "TokenUnavailable",
         "{:?}",
@@ -695,7 +695,7 @@ fn secrets_already_holding_the_token_recover_a_lost_status_write() {
     assert!(p.ops.is_empty(), "{:?}", p.ops);
     assert_eq!(out.label, "up_to_date");
     assert_eq!(out.status.last_updated_time, Some(Time(new.fetched_at)));
-    assert_eq!(out.status.expires_at, Some(Time(new.token.expires_at)));
+    assert_eq!(out.status.expires_at, Some(Time(new.expires_at)));
     assert_eq!(out.status.next_refresh_time, Some(Time(at(h(8) - 60))));
 }
 

@@ -16,7 +16,9 @@ use secrecy::SecretString;
 use crate::api::ECRTokenRefreshStatus;
 use crate::controller::plan::{Found, Input, Resource, ServiceAccountView, Stale, Target};
 use crate::controller::schedule::ScheduleSettings;
-use crate::ecr::{AuthorizationToken, EcrError, FailureKind, HeldToken, TokenKey};
+use crate::ecr::{
+    AuthorizationToken, Credentials, EcrError, FailureKind, HeldToken, TokenKey, Wanted,
+};
 use crate::secret::{self, Owner, SecretMeta, SecretTarget};
 
 /// The registry host of every scenario.
@@ -54,10 +56,24 @@ pub const fn h(hours: i64) -> i64 {
     hours * 3600
 }
 
-/// A token with `password`, fetched at `fetched_at`, expiring at `expires_at`.
-pub fn token(password: &str, fetched_at: Timestamp, expires_at: Timestamp) -> Arc<HeldToken> {
-    Arc::new(HeldToken {
+/// The registries of every scenario's resource: [`REGISTRY`] served by [`key()`].
+pub fn wanted() -> Vec<Wanted> {
+    vec![Wanted {
+        host: REGISTRY.into(),
         key: key(),
+    }]
+}
+
+/// One shared token of `key` with `password`, fetched at `fetched_at`, expiring at
+/// `expires_at`.
+pub fn held_token(
+    key: TokenKey,
+    password: &str,
+    fetched_at: Timestamp,
+    expires_at: Timestamp,
+) -> Arc<HeldToken> {
+    Arc::new(HeldToken {
+        key,
         token: AuthorizationToken {
             username: "AWS".into(),
             password: SecretString::from(password.to_string()),
@@ -68,14 +84,21 @@ pub fn token(password: &str, fetched_at: Timestamp, expires_at: Timestamp) -> Ar
     })
 }
 
+/// Credentials for [`REGISTRY`] with `password`, fetched at `fetched_at`, expiring at
+/// `expires_at`.
+pub fn token(password: &str, fetched_at: Timestamp, expires_at: Timestamp) -> Arc<Credentials> {
+    let held = held_token(key(), password, fetched_at, expires_at);
+    Arc::new(Credentials::new(vec![(REGISTRY.into(), held)]).expect("one entry"))
+}
+
 /// A token as ECR hands it out: fetched `ago` seconds before now, valid 12 hours.
-pub fn ecr_token(password: &str, ago: i64) -> Arc<HeldToken> {
+pub fn ecr_token(password: &str, ago: i64) -> Arc<Credentials> {
     token(password, at(-ago), at(h(12) - ago))
 }
 
 /// The data-hash annotation a Secret holding `tok` for [`REGISTRY`] carries.
-pub fn hash_of(tok: &HeldToken) -> String {
-    secret::sha256_hex(&secret::docker_config_json(REGISTRY, &tok.token))
+pub fn hash_of(tok: &Credentials) -> String {
+    secret::sha256_hex(&secret::docker_config_json(tok))
 }
 
 /// The Secret target in `namespace`, named [`NAME`].
@@ -93,23 +116,23 @@ pub fn targets(namespaces: &[&str]) -> std::collections::BTreeSet<SecretTarget> 
 
 /// The metadata of an intact Secret of ours in `namespace` holding exactly `tok`
 /// (uid `secret-<namespace>`, resourceVersion `10`).
-pub fn holding(namespace: &str, tok: &HeldToken) -> SecretMeta {
+pub fn holding(namespace: &str, tok: &Credentials) -> SecretMeta {
     SecretMeta {
         uid: format!("secret-{namespace}"),
         resource_version: "10".into(),
         ours: true,
         metadata_intact: true,
         data_hash: Some(hash_of(tok)),
-        expires_at: Some(tok.token.expires_at),
+        expires_at: Some(tok.expires_at),
         terminating: false,
     }
 }
 
 /// The status the operator writes once the Secrets hold `tok` (generation 1).
-pub fn status_holding(tok: &HeldToken) -> ECRTokenRefreshStatus {
+pub fn status_holding(tok: &Credentials) -> ECRTokenRefreshStatus {
     ECRTokenRefreshStatus {
         last_updated_time: Some(Time(tok.fetched_at)),
-        expires_at: Some(Time(tok.token.expires_at)),
+        expires_at: Some(Time(tok.expires_at)),
         observed_generation: Some(1),
         ..Default::default()
     }
@@ -173,11 +196,10 @@ impl Scenario {
                         uid: UID.into(),
                     },
                     generation: Some(1),
-                    registry: REGISTRY.into(),
+                    registries: wanted(),
                     frequency: 8 * HOUR,
                     status: ECRTokenRefreshStatus::default(),
                     service_accounts: Vec::new(),
-                    token_key: key(),
                 },
                 targets: Vec::new(),
                 stale: Vec::new(),
@@ -192,7 +214,7 @@ impl Scenario {
     }
 
     /// The Secrets hold `tok`, as status says and the controller remembers.
-    pub fn holding(mut self, tok: &Arc<HeldToken>) -> Self {
+    pub fn holding(mut self, tok: &Arc<Credentials>) -> Self {
         self.input.resource.status = status_holding(tok);
         self.input.held = Some(Arc::clone(tok));
         self
@@ -223,7 +245,7 @@ impl Scenario {
     }
 
     /// Sets the held token (`None`: nothing remembered, as after a restart).
-    pub fn held(mut self, tok: Option<&Arc<HeldToken>>) -> Self {
+    pub fn held(mut self, tok: Option<&Arc<Credentials>>) -> Self {
         self.input.held = tok.cloned();
         self
     }

@@ -71,6 +71,34 @@ pub struct Obtained {
     /// Whether this caller made the ECR call (`false`: a held token, or the result of a
     /// call another caller made while this one waited).
     pub called: bool,
+    /// How the cache served it (for the `ecr_token_refresh_token_cache_lookups_total`
+    /// metric).
+    pub lookup: Lookup,
+}
+
+/// How [`TokenCache::get`] served a caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// The held token was fresh enough: no call.
+    Hit,
+    /// Nothing held: a call.
+    Miss,
+    /// A token was held but not fresh enough for the caller: a call.
+    Refresh,
+    /// The result of a call another caller made while this one waited.
+    Shared,
+}
+
+impl Lookup {
+    /// The metric label: `hit`, `miss`, `refresh` or `shared`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Lookup::Hit => "hit",
+            Lookup::Miss => "miss",
+            Lookup::Refresh => "refresh",
+            Lookup::Shared => "shared",
+        }
+    }
 }
 
 #[derive(Default)]
@@ -132,6 +160,7 @@ impl TokenCache {
             return Obtained {
                 result: Ok(Arc::clone(held)),
                 called: false,
+                lookup: Lookup::Hit,
             };
         }
         if let Some((at, result)) = &slot.last
@@ -146,8 +175,14 @@ impl TokenCache {
             return Obtained {
                 result,
                 called: false,
+                lookup: Lookup::Shared,
             };
         }
+        let lookup = if slot.held.is_some() {
+            Lookup::Refresh
+        } else {
+            Lookup::Miss
+        };
         let fetched_at = whole_seconds(Timestamp::now());
         let key = TokenKey::of(request);
         let result = self
@@ -171,6 +206,7 @@ impl TokenCache {
         Obtained {
             result,
             called: true,
+            lookup,
         }
     }
 

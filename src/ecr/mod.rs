@@ -7,6 +7,7 @@
 
 mod aws;
 mod cache;
+mod credentials;
 mod error;
 mod token;
 
@@ -14,8 +15,11 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use secrecy::SecretString;
 
+use crate::api::{PUBLIC_HOST, Registry};
+
 pub use aws::AwsTokenSource;
-pub use cache::{HeldToken, Obtained, TokenCache, TokenKey, whole_seconds};
+pub use cache::{HeldToken, Lookup, Obtained, TokenCache, TokenKey, whole_seconds};
+pub use credentials::{Credentials, Wanted};
 pub use error::{EcrError, FailureKind};
 pub use token::decode_authorization_token;
 
@@ -125,6 +129,34 @@ pub struct TokenRequest {
     pub identity: Identity,
     /// Private registry or ECR Public.
     pub kind: RegistryKind,
+}
+
+/// The region of ECR Public's API: its tokens come from `ecr-public` in `us-east-1` only
+/// ([ECR Public endpoints](https://docs.aws.amazon.com/general/latest/gr/ecr-public.html)).
+pub const PUBLIC_REGION: &str = "us-east-1";
+
+impl TokenRequest {
+    /// What to ask for `registry` with `identity`: its own region, account and FIPS setting
+    /// for a private registry; `ecr-public` in [`PUBLIC_REGION`] for ECR Public (whose
+    /// "registry ID" in messages is its host, `public.ecr.aws`).
+    pub fn for_registry(registry: &Registry, identity: &Identity) -> Self {
+        match registry {
+            Registry::Private(r) => Self {
+                region: r.region.clone(),
+                registry_id: r.account_id.clone(),
+                fips: r.fips,
+                identity: identity.clone(),
+                kind: RegistryKind::Private,
+            },
+            Registry::Public => Self {
+                region: PUBLIC_REGION.to_string(),
+                registry_id: PUBLIC_HOST.to_string(),
+                fips: false,
+                identity: identity.clone(),
+                kind: RegistryKind::Public,
+            },
+        }
+    }
 }
 
 /// A decoded ECR authorization token.
