@@ -24,6 +24,12 @@ pub struct ScriptedTokens {
     pub regions: Mutex<Vec<String>>,
     /// The error message while failing.
     pub message: Mutex<String>,
+    /// Every successful call: what was asked and the password handed out.
+    pub issued: Mutex<Vec<(TokenRequest, String)>>,
+    /// Lifetimes of tokens for some regions (others: `lifetime`).
+    pub region_lifetimes: Mutex<std::collections::BTreeMap<String, SignedDuration>>,
+    /// How long each call takes (default: no wait), so that callers overlap.
+    pub delay: Mutex<std::time::Duration>,
 }
 
 impl Default for ScriptedTokens {
@@ -36,6 +42,9 @@ impl Default for ScriptedTokens {
             kind: Mutex::new(FailureKind::Network),
             regions: Mutex::new(Vec::new()),
             message: Mutex::new("connection refused (scripted)".into()),
+            issued: Mutex::new(Vec::new()),
+            region_lifetimes: Mutex::new(Default::default()),
+            delay: Mutex::new(std::time::Duration::ZERO),
         }
     }
 }
@@ -76,6 +85,10 @@ impl TokenSource for ScriptedTokens {
         request: &TokenRequest,
     ) -> Result<AuthorizationToken, EcrError> {
         self.attempts.fetch_add(1, Ordering::SeqCst);
+        let delay = *self.delay.lock().unwrap();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         let regions = self.regions.lock().unwrap().clone();
         if self.failing.load(Ordering::SeqCst)
             && (regions.is_empty() || regions.contains(&request.region))
@@ -88,7 +101,17 @@ impl TokenSource for ScriptedTokens {
             });
         }
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
-        let lifetime = *self.lifetime.lock().unwrap();
+        let lifetime = self
+            .region_lifetimes
+            .lock()
+            .unwrap()
+            .get(&request.region)
+            .copied()
+            .unwrap_or(*self.lifetime.lock().unwrap());
+        self.issued
+            .lock()
+            .unwrap()
+            .push((request.clone(), Self::password(n)));
         Ok(AuthorizationToken {
             username: "AWS".into(),
             password: SecretString::from(Self::password(n)),
