@@ -1,0 +1,204 @@
+//! One token per (identity, region) key, shared: the real (release) operator binary against
+//! the Kubernetes stand-in and the ECR stand-in in front of moto, default configuration.
+//!
+//! 1,000 resources (created before the operator starts) spread evenly over 10 token keys
+//! (10 regions, the operator's own identity). Reported: ECR calls until every resource is
+//! Ready (the first cycle) and during the next refresh cycle (tokens said to live 130 s,
+//! so every resource is due about 65 s after it was served), the time from start to all
+//! Ready, and the operator's peak RSS.
+//!
+//! Run: `cargo bench --bench shared_tokens` (needs the `.venv` with moto, as the tests do).
+//! `SHARED_TOKENS_RESOURCES=200` changes the number of resources.
+
+#[allow(dead_code)]
+#[path = "../tests/common/ecr.rs"]
+mod ecr;
+#[allow(dead_code)]
+#[path = "../tests/common/moto.rs"]
+mod moto;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kube_standin::{RunningServer, StandIn};
+use serde_json::{Value, json};
+
+const CRS: &str = "ecr.aws.edenlab.io/v1alpha1/ecrtokenrefreshes";
+const REGIONS: [&str; 10] = [
+    "us-east-1",
+    "us-east-2",
+    "us-west-1",
+    "us-west-2",
+    "eu-west-1",
+    "eu-west-2",
+    "eu-central-1",
+    "ap-southeast-1",
+    "ap-northeast-1",
+    "ca-central-1",
+];
+
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// Polls `f` every 50 ms until it holds; panics after `timeout`.
+async fn wait(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !f() {
+        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    started.elapsed()
+}
+
+/// The resources' statuses: (Ready, lastUpdatedTime) each.
+fn statuses(api: &StandIn) -> Vec<(bool, String)> {
+    api.list(CRS, Some("default"))
+        .iter()
+        .map(|cr| {
+            let ready = cr["status"]["conditions"]
+                .as_array()
+                .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready").cloned())
+                .unwrap_or(Value::Null);
+            (
+                ready["status"] == "True",
+                cr["status"]["lastUpdatedTime"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+struct Operator {
+    child: Child,
+    _server: RunningServer,
+    _dir: tempfile::TempDir,
+}
+
+impl Operator {
+    async fn start(api: &StandIn, ecr_url: &str) -> Self {
+        let server = api.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("kubeconfig"), server.kubeconfig_yaml()).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_ecr-token-refresh"))
+            .arg("run")
+            .env_clear()
+            .env("ECR_TOKEN_REFRESH_SERVER__LISTEN", "127.0.0.1:0")
+            .env("KUBECONFIG", dir.path().join("kubeconfig"))
+            .env("AWS_ENDPOINT_URL_ECR", ecr_url)
+            .env("AWS_ACCESS_KEY_ID", ecr::ACCESS_KEY_ID)
+            .env("AWS_SECRET_ACCESS_KEY", ecr::SECRET_ACCESS_KEY)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Self {
+            child,
+            _server: server,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let n: usize = std::env::var("SHARED_TOKENS_RESOURCES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let moto = moto::Moto::start();
+    let ecr = ecr::EcrStandIn::start(&moto).await;
+    ecr.set_mode(ecr::Mode::Realistic {
+        lifetime: jiff::SignedDuration::from_secs(130),
+    });
+    let api = StandIn::new().with_bookmark_interval(Duration::from_secs(1));
+    api.create(
+        "v1/namespaces",
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}),
+    )
+    .unwrap();
+    for i in 0..n {
+        let region = REGIONS[i % REGIONS.len()];
+        // Two accounts per region: one key serves both.
+        let account = if i % 20 < 10 {
+            "111111111111"
+        } else {
+            "222222222222"
+        };
+        api.create(
+            CRS,
+            json!({"apiVersion": "ecr.aws.edenlab.io/v1alpha1", "kind": "ECRTokenRefresh",
+                   "metadata": {"name": format!("r{i:04}"), "namespace": "default"},
+                   "spec": {"ecrRegistry": format!("{account}.dkr.ecr.{region}.amazonaws.com"),
+                            "frequency": "12h"}}),
+        )
+        .unwrap();
+    }
+
+    let started = Instant::now();
+    let op = Operator::start(&api, &ecr.url).await;
+    let all_ready = wait("all Ready", Duration::from_secs(300), || {
+        let s = statuses(&api);
+        s.len() == n && s.iter().all(|(ready, _)| *ready)
+    })
+    .await;
+    let _ = started;
+    let first_cycle = ecr.requests();
+    let served: Vec<String> = statuses(&api).into_iter().map(|(_, t)| t).collect();
+    let latest = served.iter().max().cloned().unwrap_or_default();
+
+    // The next cycle: every resource served again with a newer token.
+    let second = wait("the next refresh cycle", Duration::from_secs(300), || {
+        statuses(&api)
+            .iter()
+            .all(|(ready, t)| *ready && t.as_str() > latest.as_str())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let second_cycle = ecr.requests() - first_cycle;
+    let peak = rss_kib(op.child.id(), "VmHWM:");
+    let idle = rss_kib(op.child.id(), "VmRSS:");
+
+    println!("| measure | value |\n|---|---:|");
+    println!(
+        "| resources / token keys | {n} / {} |",
+        REGIONS.len().min(n)
+    );
+    println!("| ECR calls until all Ready (first cycle) | {first_cycle} |");
+    println!("| ECR calls in the next refresh cycle | {second_cycle} |");
+    println!(
+        "| operator start to all Ready | {:.2} s |",
+        all_ready.as_secs_f64()
+    );
+    println!(
+        "| all Ready to all refreshed again | {:.1} s |",
+        second.as_secs_f64()
+    );
+    println!(
+        "| operator RSS peak / after the second cycle | {:.1} MiB / {:.1} MiB |",
+        peak as f64 / 1024.0,
+        idle as f64 / 1024.0
+    );
+}
