@@ -312,6 +312,28 @@ fn the_sample_is_the_original_operator_sample() {
     assert_eq!(valid.frequency.as_secs(), 8 * 3600);
 }
 
+#[test]
+fn the_multi_registry_sample_is_valid_and_names_four_registries_and_a_role() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/samples/ecr_v1alpha1_ecrtokenrefresh_multi.yaml"
+    ))
+    .unwrap();
+    let cr: ecr_token_refresh::api::ECRTokenRefresh = serde_yaml::from_str(&text).unwrap();
+    let valid = cr.spec.validate().unwrap();
+    let hosts: Vec<String> = valid
+        .registries()
+        .iter()
+        .map(|r| r.host().to_string())
+        .collect();
+    assert_eq!(hosts.len(), 4, "{hosts:?}");
+    assert!(hosts.contains(&"public.ecr.aws".to_string()));
+    assert!(matches!(
+        valid.identity("apps"),
+        ecr_token_refresh::ecr::Identity::Role { external_id: Some(_), .. }
+    ));
+}
+
 // ---------------------------------------------------------------------------------------
 // Deployment, probes, config
 // ---------------------------------------------------------------------------------------
