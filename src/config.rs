@@ -749,9 +749,7 @@ impl LoadedConfig {
             let nested =
                 matches!(v, Value::Object(m) if !m.is_empty()) && !secret && key != "settings";
             let items = match v {
-                Value::Array(items) if !secret && items.iter().any(Value::is_object) => {
-                    Some(items)
-                }
+                Value::Array(items) if !secret && items.iter().any(Value::is_object) => Some(items),
                 _ => None,
             };
             if nested {

@@ -34,9 +34,9 @@ fn outcome(what: &'static str) {
 }
 
 /// [`reconcile`], counted and timed in `ctx.metrics` by outcome (`refreshed`,
-/// `up_to_date`, `invalid_spec`, `not_permitted`, `policy_failed`, `no_namespace`, `secret_conflict`,
-/// `token_failed`, `secret_write_failed`, `deleting`, or `error` when a Kubernetes call
-/// failed).
+/// `up_to_date`, `invalid_spec`, `not_permitted`, `policy_failed`, `no_namespace`,
+/// `secret_conflict`, `token_failed`, `secret_write_failed`, `deleting`, or `error` when
+/// a Kubernetes call failed).
 pub(super) async fn observed(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let metrics = Arc::clone(&ctx.metrics);
