@@ -377,3 +377,58 @@ fn the_description_says_what_the_rules_mean() {
         "{line}"
     );
 }
+
+#[test]
+fn the_readme_example_compiles_and_locks_teams_to_their_accounts() {
+    let readme = include_str!("../README.md");
+    let section = readme
+        .split("## Access rules")
+        .nth(1)
+        .expect("README has an access rules section");
+    let block = section
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("a YAML example");
+    let operator_config = block.split("\n---\n").next().unwrap();
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        access: AccessConfig,
+    }
+    let doc: Doc = serde_yaml::from_str(operator_config).expect("the example is YAML");
+    let r = AccessRules::compile(&doc.access).expect("the example compiles");
+    let a_pull = "arn:aws:iam::111111111111:role/team-a-pull";
+    let a_hosts = regs(&[A_HOST, "111111111111.dkr.ecr.eu-west-1.amazonaws.com"]);
+    r.check("team-a-payments", &a_hosts, &role(a_pull)).unwrap();
+    assert!(
+        r.check("team-a-payments", &a_hosts, &Identity::Operator)
+            .is_err()
+    );
+    assert!(
+        r.check(
+            "team-a-payments",
+            &regs(&["222222222222.dkr.ecr.us-east-1.amazonaws.com"]),
+            &role(a_pull)
+        )
+        .is_err()
+    );
+    r.check(
+        "team-b-web",
+        &regs(&[
+            "222222222222.dkr.ecr.us-east-1.amazonaws.com",
+            "public.ecr.aws",
+        ]),
+        &web("arn:aws:iam::222222222222:role/team-b/ci/pull"),
+    )
+    .unwrap();
+    r.check(
+        "platform",
+        &regs(&[A_HOST, "public.ecr.aws"]),
+        &Identity::Operator,
+    )
+    .unwrap();
+    assert!(
+        r.check("default", &regs(&[A_HOST]), &Identity::Operator)
+            .is_err()
+    );
+}
