@@ -26,6 +26,7 @@ use figment::{Figment, Metadata, Profile, Provider, Source};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
+use crate::access::{AccessConfig, AccessRules};
 use crate::api::parse_go_duration;
 use crate::controller::{ScheduleSettings, Settings};
 use crate::policy::{BuiltinRetry, HostConfig, PluginRegistry, Policies};
@@ -52,6 +53,9 @@ pub struct OperatorConfig {
     pub policy: PluginRegistry,
     /// Which resources may fan Secrets out beyond their own namespace.
     pub fanout: FanoutConfig,
+    /// Which namespaces may use which registries and identities (see [`crate::access`]).
+    /// No rules (the default): all of them.
+    pub access: AccessConfig,
     /// The HTTP server for `/metrics`, `/healthz` and `/readyz`.
     pub server: ServerConfig,
     /// Leader election between replicas.
@@ -538,6 +542,11 @@ impl OperatorConfig {
                 );
             }
         }
+        if let Err(invalid) = AccessRules::compile(&self.access) {
+            for rule in invalid {
+                bad(&rule.key, rule.message);
+            }
+        }
 
         let r = &self.refresh;
         for (key, d) in [
@@ -654,6 +663,9 @@ impl OperatorConfig {
                 .iter()
                 .cloned()
                 .collect(),
+            // A validated configuration always compiles; an unvalidated one that does not
+            // refuses everything rather than open access.
+            access: AccessRules::compile(&self.access).unwrap_or_else(|_| AccessRules::deny_all()),
             ..Settings::default()
         }
     }
@@ -717,6 +729,7 @@ impl LoadedConfig {
             "# environment overrides: {ENV_PREFIX}<SECTION>__<KEY>, e.g. {ENV_PREFIX}LOG__LEVEL"
         );
         self.explain_value(&value, &mut Vec::new(), 0, &mut out);
+        out.push_str(&self.config.access.describe());
         out.push_str(&describe_trace_export(self.config.telemetry.otlp));
         out
     }
@@ -735,9 +748,28 @@ impl LoadedConfig {
             let secret = is_secret_key(key);
             let nested =
                 matches!(v, Value::Object(m) if !m.is_empty()) && !secret && key != "settings";
+            let items = match v {
+                Value::Array(items) if !secret && items.iter().any(Value::is_object) => Some(items),
+                _ => None,
+            };
             if nested {
                 let _ = writeln!(out, "{pad}{key}:");
                 self.explain_value(v, path, indent + 1, out);
+            } else if let Some(items) = items {
+                // A list of maps (access rules): one item per block, one key per line.
+                let from = source_of(&self.figment, &path.join("."));
+                let _ = writeln!(out, "{pad}{key}:  # {from}");
+                for item in items {
+                    let item = redact(item.clone());
+                    let Value::Object(fields) = &item else {
+                        let _ = writeln!(out, "{pad}  - {}", inline_yaml(&item));
+                        continue;
+                    };
+                    for (i, (k, v)) in fields.iter().enumerate() {
+                        let lead = if i == 0 { "- " } else { "  " };
+                        let _ = writeln!(out, "{pad}  {lead}{k}: {}", inline_yaml(v));
+                    }
+                }
             } else {
                 let shown = if secret {
                     Value::String(REDACTED.into())

@@ -4,6 +4,7 @@
 //! token from the [`ecr`] token source, renders the Secret with [`secret`], and writes
 //! the status. Tokens never appear in logs, events, errors or `Debug` output.
 
+pub mod access;
 pub mod api;
 pub mod config;
 pub mod controller;

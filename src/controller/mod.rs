@@ -36,6 +36,7 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::watcher;
 
+use crate::access::AccessRules;
 use crate::api::ECRTokenRefresh;
 use crate::ecr::{TokenCache, TokenSource};
 use crate::metrics::Metrics;
@@ -70,6 +71,9 @@ pub struct Settings {
     /// Namespaces whose resources may write Secrets into other namespaces (through a
     /// fan-out plugin). Empty (the default): every resource stays in its own namespace.
     pub fanout_sources: BTreeSet<String>,
+    /// Which namespaces may use which registries and identities; checked before any AWS
+    /// call. Default: no rules, everything allowed.
+    pub access: AccessRules,
 }
 
 impl Default for Settings {
@@ -81,6 +85,7 @@ impl Default for Settings {
             concurrency: 8,
             write_concurrency: 16,
             fanout_sources: BTreeSet::new(),
+            access: AccessRules::default(),
         }
     }
 }
@@ -367,7 +372,10 @@ pub async fn run_with(
         sa_store,
     ));
     let ctx = Arc::new(ctx);
-    tracing::info!("controller started");
+    tracing::info!(
+        access_rules = ctx.settings.access.len(),
+        "controller started"
+    );
     let controller = Controller::for_stream(cr_events, cr_store.clone())
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
     let mut controller = controller

@@ -34,9 +34,9 @@ fn outcome(what: &'static str) {
 }
 
 /// [`reconcile`], counted and timed in `ctx.metrics` by outcome (`refreshed`,
-/// `up_to_date`, `invalid_spec`, `policy_failed`, `no_namespace`, `secret_conflict`,
-/// `token_failed`, `secret_write_failed`, `deleting`, or `error` when a Kubernetes call
-/// failed).
+/// `up_to_date`, `invalid_spec`, `not_permitted`, `policy_failed`, `no_namespace`,
+/// `secret_conflict`, `token_failed`, `secret_write_failed`, `deleting`, or `error` when
+/// a Kubernetes call failed).
 pub(super) async fn observed(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let metrics = Arc::clone(&ctx.metrics);
@@ -53,7 +53,8 @@ pub(super) async fn observed(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Res
 
 /// Reconciles one resource:
 ///
-/// 1. validate the spec (a bad spec gets `Ready=False`/`InvalidSpec` and no AWS call);
+/// 1. validate the spec (a bad spec gets `Ready=False`/`InvalidSpec` and no AWS call),
+///    then check the operator's access rules (`NotPermitted`, no AWS call);
 /// 2. ask the policies where the Secrets go (namespaces, then a name in each);
 /// 3. gather what is there (watch caches, metadata only) and what the controller
 ///    remembers (the token its Secrets hold, what it wrote);
@@ -106,6 +107,17 @@ pub async fn reconcile(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Result<Ac
             return Ok(Action::await_change());
         }
     };
+    let (registries, identity) = (spec.registries(), spec.identity(&namespace));
+    if let Err(denial) = ctx
+        .settings
+        .access
+        .check(&namespace, &registries, &identity)
+    {
+        outcome("not_permitted");
+        r.not_ready(reason::NOT_PERMITTED, &denial.to_string(), None, false)
+            .await?;
+        return Ok(Action::await_change());
+    }
     let info = cr_info(&cr, &spec);
     let selection = selection(&cr);
     if let Err(e) = ctx.policies.check_selection(&selection) {

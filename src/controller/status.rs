@@ -17,6 +17,10 @@ pub mod reason {
     pub const TOKEN_REFRESHED: &str = "TokenRefreshed";
     /// The spec failed validation; see the message for the field.
     pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// The operator's access rules do not let the resource's namespace use one of its
+    /// registries, or its identity; the message names the namespace and the registry or
+    /// role. No AWS call is made.
+    pub const NOT_PERMITTED: &str = "NotPermitted";
     /// A Secret of the same name exists and is not ours.
     pub const SECRET_CONFLICT: &str = "SecretConflict";
     /// A policy plugin failed or answered outside the guardrails; the message names it.
