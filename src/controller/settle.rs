@@ -404,10 +404,15 @@ pub fn settle(
             } else {
                 format!("{} Secrets hold", served.len())
             };
+            let hosts = input.resource.registries.len();
             let mut message = match (expires_at, next_refresh) {
+                (Some(e), Some(n)) if hosts > 1 => format!(
+                    "{what} tokens for {hosts} registries, the first expiring at {e}; next refresh at {n}"
+                ),
                 (Some(e), Some(n)) => {
                     format!("{what} a token that expires at {e}; next refresh at {n}")
                 }
+                _ if hosts > 1 => format!("{what} tokens for {hosts} registries"),
                 _ => format!("{what} a token"),
             };
             if let (Some(e), Some(l)) = (expires_at, last_updated)
