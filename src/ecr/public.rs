@@ -82,36 +82,87 @@ pub(super) async fn authorization_token(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
     use aws_config::BehaviorVersion;
-    use aws_sdk_ecrpublic::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
+    use aws_credential_types::provider::SharedCredentialsProvider;
+    use aws_sdk_ecrpublic::config::interceptors::BeforeTransmitInterceptorContextRef;
+    use aws_sdk_ecrpublic::config::{ConfigBag, Intercept, RuntimeComponents};
+    use aws_smithy_runtime_api::box_error::BoxError;
 
     use super::*;
     use crate::ecr::FailureKind;
 
-    #[tokio::test]
-    async fn the_endpoint_is_us_east_1_or_the_override() {
-        let params = Params::builder()
-            .region(ECR_PUBLIC_REGION)
-            .use_fips(false)
-            .build()
-            .unwrap();
-        let url = DefaultResolver::new()
-            .resolve_endpoint(&params)
-            .await
-            .unwrap()
-            .url()
-            .to_string();
-        assert_eq!(url, "https://api.ecr-public.us-east-1.amazonaws.com");
+    /// Records the URI and `Authorization` of the request about to be sent, then stops it.
+    #[derive(Debug, Clone, Default)]
+    struct Capture(Arc<Mutex<Option<(String, String)>>>);
 
-        // The shared configuration's FIPS and region never reach the client.
-        let shared = SdkConfig::builder()
+    impl Intercept for Capture {
+        fn name(&self) -> &'static str {
+            "Capture"
+        }
+
+        fn read_before_transmit(
+            &self,
+            context: &BeforeTransmitInterceptorContextRef<'_>,
+            _: &RuntimeComponents,
+            _: &mut ConfigBag,
+        ) -> Result<(), BoxError> {
+            let request = context.request();
+            let authorization = request.headers().get("authorization").unwrap_or_default();
+            *self.0.lock().unwrap() =
+                Some((request.uri().to_string(), authorization.to_string()));
+            Err("captured; not sent".into())
+        }
+    }
+
+    /// What a client built by [`client_config`] of `shared` sends: URI and
+    /// `Authorization`.
+    async fn sent_by(shared: &SdkConfig) -> (String, String) {
+        let capture = Capture::default();
+        let client = aws_sdk_ecrpublic::Client::from_conf(client_config(shared));
+        let result = client
+            .get_authorization_token()
+            .customize()
+            .interceptor(capture.clone())
+            .send()
+            .await;
+        assert!(result.is_err(), "the interceptor stops the request");
+        let sent = capture.0.lock().unwrap().clone();
+        sent.expect("the request reached the transmit stage")
+    }
+
+    fn shared(endpoint_url: Option<&str>) -> SdkConfig {
+        let mut builder = SdkConfig::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new("eu-west-1"))
             .use_fips(true)
-            .build();
-        let config = client_config(&shared);
-        assert_eq!(config.region().map(Region::as_ref), Some(ECR_PUBLIC_REGION));
-        assert_eq!(config.use_fips(), Some(false));
+            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+                "AKIDTEST", "secret", None, None, "tests",
+            )));
+        builder.set_endpoint_url(endpoint_url.map(str::to_string));
+        builder.build()
+    }
+
+    /// us-east-1 and no FIPS whatever the shared configuration says; signed for
+    /// `ecr-public` in us-east-1.
+    #[tokio::test]
+    async fn the_endpoint_is_us_east_1_without_fips() {
+        let (uri, authorization) = sent_by(&shared(None)).await;
+        assert_eq!(
+            uri.trim_end_matches('/'),
+            "https://api.ecr-public.us-east-1.amazonaws.com"
+        );
+        assert!(
+            authorization.contains("/us-east-1/ecr-public/aws4_request"),
+            "{authorization}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_override_wins() {
+        let (uri, _) = sent_by(&shared(Some("http://127.0.0.1:9"))).await;
+        assert_eq!(uri.trim_end_matches('/'), "http://127.0.0.1:9");
     }
 
     #[test]

@@ -271,7 +271,8 @@ mod tests {
             .to_string()
     }
 
-    /// The regional endpoint of the token request's region, in every partition; an
+    /// The regional endpoint of the token request's region, in every partition (as the
+    /// SDK's STS rules give it: an SDK update that changes a host shows up here); an
     /// override wins over it and over FIPS.
     #[tokio::test]
     async fn regional_endpoints_and_the_override() {
@@ -279,8 +280,13 @@ mod tests {
             (key("us-east-1", false), "https://sts.us-east-1.amazonaws.com"),
             (key("eu-west-1", false), "https://sts.eu-west-1.amazonaws.com"),
             (
+                key("us-east-1", true),
+                "https://sts-fips.us-east-1.amazonaws.com",
+            ),
+            // GovCloud's STS endpoint is FIPS already; the SDK's rules say so.
+            (
                 key("us-gov-west-1", true),
-                "https://sts-fips.us-gov-west-1.amazonaws.com",
+                "https://sts.us-gov-west-1.amazonaws.com",
             ),
             (
                 key("cn-north-1", false),
