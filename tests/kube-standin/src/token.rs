@@ -102,7 +102,11 @@ pub(crate) fn create(
             errs,
         )
     };
-    let meta = |key: &str| request.pointer(&format!("/metadata/{key}")).and_then(Value::as_str);
+    let meta = |key: &str| {
+        request
+            .pointer(&format!("/metadata/{key}"))
+            .and_then(Value::as_str)
+    };
     if let Some(given) = meta("name").filter(|n| !n.is_empty() && *n != name) {
         return Err(invalid(&[FieldError::invalid(
             "metadata.name",
