@@ -377,9 +377,7 @@ impl ECRTokenRefreshSpec {
         for (i, host) in self.additional_registries.iter().enumerate() {
             let parsed = parse_registry(host).map_err(|e| SpecError {
                 field,
-                message: format!(
-                    "item {i}: {e}, or {PUBLIC_HOST}"
-                ),
+                message: format!("item {i}: {e}, or {PUBLIC_HOST}"),
             })?;
             if !seen.insert(host.as_str()) {
                 return Err(SpecError {
@@ -417,7 +415,9 @@ impl ECRTokenRefreshSpec {
             "aws-us-gov" => Partition::AwsUsGov,
             _ => return Err(bad_arn()),
         };
-        let sts_chars = |c: char, extra: &str| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c) || extra.contains(c);
+        let sts_chars = |c: char, extra: &str| {
+            c.is_ascii_alphanumeric() || "_+=,.@-".contains(c) || extra.contains(c)
+        };
         if account.len() != 12
             || !account.bytes().all(|b| b.is_ascii_digit())
             || name.is_empty()

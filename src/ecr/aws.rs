@@ -25,8 +25,8 @@ use super::lru::Lru;
 use super::sdk_error::Failure;
 use super::sts::{AssumedRole, DEFAULT_SESSION_NAME, StsClients};
 use super::{
-    AuthorizationToken, EcrError, FailureKind, Identity, RegistryKind, TokenRequest,
-    TokenSource, public, service_account, token,
+    AuthorizationToken, EcrError, FailureKind, Identity, RegistryKind, TokenRequest, TokenSource,
+    public, service_account, token,
 };
 use crate::api::registry::is_region;
 use crate::metrics::Metrics;
@@ -226,7 +226,6 @@ impl ResolveEndpoint for KeyResolver {
         }
     }
 }
-
 
 #[async_trait]
 impl TokenSource for AwsTokenSource {

@@ -23,11 +23,11 @@ use jiff::Timestamp;
 use secrecy::SecretString;
 
 pub use aws::{AwsTokenSource, MAX_CLIENTS};
+pub use cache::{HeldToken, Obtained, TokenCache, TokenKey, whole_seconds};
+pub use error::{EcrError, FailureKind};
 pub use public::ECR_PUBLIC_REGION;
 pub use service_account::{TOKEN_EXPIRATION_SECONDS, WEB_IDENTITY_AUDIENCE};
 pub use sts::DEFAULT_SESSION_NAME;
-pub use cache::{HeldToken, Obtained, TokenCache, TokenKey, whole_seconds};
-pub use error::{EcrError, FailureKind};
 pub use token::decode_authorization_token;
 
 /// Whose credentials ask ECR for a token.

@@ -110,8 +110,7 @@ mod tests {
         ) -> Result<(), BoxError> {
             let request = context.request();
             let authorization = request.headers().get("authorization").unwrap_or_default();
-            *self.0.lock().unwrap() =
-                Some((request.uri().to_string(), authorization.to_string()));
+            *self.0.lock().unwrap() = Some((request.uri().to_string(), authorization.to_string()));
             Err("captured; not sent".into())
         }
     }

@@ -108,7 +108,9 @@ mod tests {
     use super::*;
 
     fn api_error(code: u16, reason: &str, message: &str) -> kube::Error {
-        kube::Error::Api(Box::new(kube::core::Status::failure(message, reason).with_code(code)))
+        kube::Error::Api(Box::new(
+            kube::core::Status::failure(message, reason).with_code(code),
+        ))
     }
 
     #[test]
@@ -121,7 +123,11 @@ mod tests {
             (503, "ServiceUnavailable", FailureKind::ServerError),
             (422, "Invalid", FailureKind::Other),
         ] {
-            let f = failure(&api_error(code, reason, "serviceaccounts \"builder\" not found"));
+            let f = failure(&api_error(
+                code,
+                reason,
+                "serviceaccounts \"builder\" not found",
+            ));
             assert_eq!(f.kind, kind, "{code}");
             assert_eq!(
                 f.message,
@@ -133,7 +139,10 @@ mod tests {
     #[test]
     fn an_undecodable_answer_is_not_quoted() {
         let serde = serde_json::from_str::<u32>("\"eyJhbGciOi.secret-jwt\"").unwrap_err();
-        assert!(serde.to_string().contains("secret-jwt"), "serde quotes its input");
+        assert!(
+            serde.to_string().contains("secret-jwt"),
+            "serde quotes its input"
+        );
         let f = failure(&kube::Error::SerdeError(serde));
         assert_eq!(f.kind, FailureKind::InvalidResponse);
         assert!(!f.message.contains("secret-jwt"), "{}", f.message);

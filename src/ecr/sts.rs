@@ -143,7 +143,11 @@ impl StsClients {
             Ok(output) => assumed(output.credentials()),
             Err(err) => Err(Failure::from_sdk(&err)),
         }
-        .map_err(|f| f.context(format!("assuming role {role_arn} with the token of {token_of}")));
+        .map_err(|f| {
+            f.context(format!(
+                "assuming role {role_arn} with the token of {token_of}"
+            ))
+        });
         record(&span, &outcome);
         outcome
     }
@@ -277,8 +281,14 @@ mod tests {
     #[tokio::test]
     async fn regional_endpoints_and_the_override() {
         for (k, url) in [
-            (key("us-east-1", false), "https://sts.us-east-1.amazonaws.com"),
-            (key("eu-west-1", false), "https://sts.eu-west-1.amazonaws.com"),
+            (
+                key("us-east-1", false),
+                "https://sts.us-east-1.amazonaws.com",
+            ),
+            (
+                key("eu-west-1", false),
+                "https://sts.eu-west-1.amazonaws.com",
+            ),
             (
                 key("us-east-1", true),
                 "https://sts-fips.us-east-1.amazonaws.com",
