@@ -85,6 +85,8 @@ const OPERATOR_CALLS: &[(&str, &str, &[&str])] = &[
         &["get", "list", "watch", "create", "patch", "delete"],
     ),
     ("", "serviceaccounts", &["list", "watch", "patch"]),
+    // Web identity: ServiceAccount tokens from the TokenRequest API.
+    ("", "serviceaccounts/token", &["create"]),
     ("events.k8s.io", "events", &["create", "patch"]),
 ];
 
