@@ -161,7 +161,8 @@ pub(super) async fn handle(shared: &Shared, parts: Parts, body: Bytes) -> Respon
         record(call);
         return xml_error(status, code, &message);
     }
-    if let Some(fault) = shared.lock().sts.pending.pop_front() {
+    let fault = shared.lock().sts.pending.pop_front();
+    if let Some(fault) = fault {
         call.outcome = fault.label().into();
         record(call);
         return fault.answer();
