@@ -580,7 +580,10 @@ fn assert_within(actual: Timestamp, expected: Timestamp) {
 
 /// Spans and their fields, as a tracing layer sees them.
 #[derive(Clone, Default)]
-struct Spans(Arc<Mutex<Vec<(String, Vec<(String, String)>)>>>);
+struct Spans(Arc<Mutex<Vec<(String, SpanFields)>>>);
+
+/// A span's fields as (name, value), in the order recorded.
+type SpanFields = Vec<(String, String)>;
 
 struct Fields<'a>(&'a mut Vec<(String, String)>);
 
@@ -662,7 +665,7 @@ async fn spans_name_the_role_and_outcome_and_never_a_credential() {
         .await
         .unwrap();
 
-    let named = |prefix: &str| -> Vec<Vec<(String, String)>> {
+    let named = |prefix: &str| -> Vec<SpanFields> {
         let all = spans.0.lock().unwrap().clone();
         all.into_iter()
             .filter(|(n, _)| n.split('#').next() == Some(prefix))
@@ -715,4 +718,74 @@ async fn spans_name_the_role_and_outcome_and_never_a_credential() {
             "{secret} in spans: {everything}"
         );
     }
+}
+
+/// `AWS_ENDPOINT_URL_STS` and `AWS_ENDPOINT_URL_ECR_PUBLIC` reach `AwsTokenSource::from_env`
+/// (no `AWS_ENDPOINT_URL`): a role assumed and an ECR Public token, both through the
+/// stand-in. Runs itself in a child process, so that the environment variables touch no
+/// other test.
+#[tokio::test]
+async fn the_service_endpoint_overrides_from_the_environment() {
+    const CHILD: &str = "IDENTITY_OVERRIDE_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        let tokens = AwsTokenSource::from_env().await;
+        tokens
+            .authorization_token(&request(
+                "us-east-1",
+                role(None, None),
+                RegistryKind::Public,
+            ))
+            .await
+            .expect("STS and ECR Public at their endpoint overrides");
+        return;
+    }
+    let env = Env::start().await;
+    let exe = std::env::current_exe().expect("test binary");
+    let url = env.ecr.url.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(exe)
+            .args([
+                "the_service_endpoint_overrides_from_the_environment",
+                "--exact",
+                "--test-threads=1",
+            ])
+            .env(CHILD, "1")
+            .env("AWS_ENDPOINT_URL_STS", &url)
+            .env("AWS_ENDPOINT_URL_ECR_PUBLIC", &url)
+            // Nothing listens there: a call that ignored the service variables fails.
+            .env("AWS_ENDPOINT_URL_ECR", "http://127.0.0.1:9")
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_CONFIG_FILE", "/nonexistent/aws-config")
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                "/nonexistent/aws-credentials",
+            )
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("AWS_ENDPOINT_URL")
+            .env_remove("AWS_USE_FIPS_ENDPOINT")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_SESSION_TOKEN")
+            .output()
+            .expect("run the child test")
+    })
+    .await
+    .expect("join");
+    assert!(
+        output.status.success(),
+        "child failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("1 passed"),
+        "the child ran the test: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let sts = env.only_sts_call();
+    assert_eq!(sts.outcome, "ok");
+    let public = env.ecr.public_calls();
+    assert_eq!(public.len(), 1);
+    assert_eq!(public[0].access_key_id, sts.issued.map(|i| i.access_key_id));
 }
