@@ -12,7 +12,7 @@
 //! `HARDENING_WINDOW=10` shortens the 45 s window.
 
 #[allow(dead_code)]
-#[path = "../tests/common/ecr.rs"]
+#[path = "../tests/common/ecr/mod.rs"]
 mod ecr;
 #[allow(dead_code)]
 #[path = "../tests/common/moto.rs"]

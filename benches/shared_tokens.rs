@@ -11,7 +11,7 @@
 //! `SHARED_TOKENS_RESOURCES=200` changes the number of resources.
 
 #[allow(dead_code)]
-#[path = "../tests/common/ecr.rs"]
+#[path = "../tests/common/ecr/mod.rs"]
 mod ecr;
 #[allow(dead_code)]
 #[path = "../tests/common/moto.rs"]

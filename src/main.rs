@@ -103,8 +103,15 @@ async fn serve(config: OperatorConfig) -> anyhow::Result<()> {
         .with_context(|| format!("server.listen: cannot listen on {}", config.server.listen))?;
     let address = listener.local_addr().unwrap_or(config.server.listen);
     tracing::info!(%address, "serving /metrics, /healthz and /readyz");
-    let tokens = Arc::new(AwsTokenSource::from_env().await);
     let handles = Handles::new(&config);
+    // ServiceAccount tokens for web identity (spec.auth.serviceAccountRef) come through the
+    // operator's own Kubernetes client; STS calls are counted in its metrics.
+    let tokens = Arc::new(
+        AwsTokenSource::from_env()
+            .await
+            .with_kube_client(client.clone())
+            .with_metrics(Arc::clone(&handles.metrics)),
+    );
     operator::run(config, client, tokens, listener, handles, shutdown_signal()).await?;
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! | `ecr_token_refresh_reconciles_total` | counter | `outcome` | reconciles finished |
 //! | `ecr_token_refresh_reconcile_duration_seconds` | histogram | `outcome` | how long they took |
 //! | `ecr_token_refresh_ecr_requests_total` | counter | `outcome` | `GetAuthorizationToken` calls (`success` or the error kind) |
+//! | `ecr_token_refresh_sts_calls_total` | counter | `operation`, `outcome` | STS calls for `spec.auth` roles (`AssumeRole`, `AssumeRoleWithWebIdentity`; `success` or the error kind) |
 //! | `ecr_token_refresh_token_cache_lookups_total` | counter | `result` | lookups in the shared token cache, one per (resource, token key) a reconcile needs: `hit` (a held token served), `miss` (nothing held: an ECR call), `refresh` (the held one was not fresh enough: an ECR call), `shared` (served by a call another resource made meanwhile) |
 //! | `ecr_token_refresh_secrets_written_total` | counter | `reason` | pull Secrets written (`Created`, `Refreshed`, `Repaired`) |
 //! | `ecr_token_refresh_retries_total` | counter | `reason` | failed reconciles retried after a backoff, by the `Ready` reason (`ECRAccessDenied`, `SecretWriteFailed`, …) |
@@ -34,6 +35,15 @@ use prometheus_client::registry::{Registry, Unit};
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     /// e.g. `refreshed`, `up_to_date`, `token_failed`, `error`.
+    pub outcome: String,
+}
+
+/// Labels of an STS call.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StsCallLabels {
+    /// `AssumeRole` or `AssumeRoleWithWebIdentity`.
+    pub operation: String,
+    /// `success`, or the error kind's label (`access_denied`, `throttled`, …).
     pub outcome: String,
 }
 
@@ -110,6 +120,7 @@ pub struct Metrics {
     reconcile_duration: Family<OutcomeLabels, Histogram, fn() -> Histogram>,
     ecr_requests: Family<OutcomeLabels, Counter>,
     token_lookups: Family<ResultLabels, Counter>,
+    sts_calls: Family<StsCallLabels, Counter>,
     secrets_written: Family<ReasonLabels, Counter>,
     retries: Family<ReasonLabels, Counter>,
     plugin_calls: Family<PluginOutcomeLabels, Counter>,
@@ -126,6 +137,7 @@ impl Default for Metrics {
             reconcile_duration: Family::new_with_constructor(reconcile_histogram),
             ecr_requests: Family::default(),
             token_lookups: Family::default(),
+            sts_calls: Family::default(),
             secrets_written: Family::default(),
             retries: Family::default(),
             plugin_calls: Family::default(),
@@ -167,6 +179,12 @@ impl Metrics {
             "token_cache_lookups",
             "Lookups in the shared token cache, by result (hit, miss, refresh, shared)",
             self.token_lookups.clone(),
+        );
+        registry.register(
+            "sts_calls",
+            "STS calls for the roles of spec.auth, by operation (AssumeRole, \
+             AssumeRoleWithWebIdentity) and outcome (success or the error kind)",
+            self.sts_calls.clone(),
         );
         registry.register(
             "secrets_written",
@@ -217,6 +235,17 @@ impl Metrics {
     pub fn ecr_call(&self, outcome: &str) {
         self.ecr_requests
             .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// One STS call finished: `operation` is `AssumeRole` or `AssumeRoleWithWebIdentity`,
+    /// `outcome` `success` or the error kind's label.
+    pub fn sts_call(&self, operation: &str, outcome: &str) {
+        self.sts_calls
+            .get_or_create(&StsCallLabels {
+                operation: operation.to_owned(),
                 outcome: outcome.to_owned(),
             })
             .inc();
@@ -411,6 +440,8 @@ mod tests {
         m.reconcile_done("token_failed", Duration::from_millis(5));
         m.ecr_call("success");
         m.ecr_call("throttled");
+        m.sts_call("AssumeRole", "success");
+        m.sts_call("AssumeRoleWithWebIdentity", "access_denied");
         m.secret_written("Created");
         m.plugin_call("prefixed", "naming", "ok", Duration::from_micros(80));
         m.plugin_call("prefixed", "naming", "timeout", Duration::from_millis(100));
@@ -436,6 +467,16 @@ mod tests {
         );
         assert_eq!(
             get(r#"ecr_token_refresh_ecr_requests_total{outcome="throttled"}"#),
+            1.0
+        );
+        assert_eq!(
+            get(r#"ecr_token_refresh_sts_calls_total{operation="AssumeRole",outcome="success"}"#),
+            1.0
+        );
+        assert_eq!(
+            get(
+                r#"ecr_token_refresh_sts_calls_total{operation="AssumeRoleWithWebIdentity",outcome="access_denied"}"#
+            ),
             1.0
         );
         assert_eq!(

@@ -85,6 +85,8 @@ const OPERATOR_CALLS: &[(&str, &str, &[&str])] = &[
         &["get", "list", "watch", "create", "patch", "delete"],
     ),
     ("", "serviceaccounts", &["list", "watch", "patch"]),
+    // Web identity: ServiceAccount tokens from the TokenRequest API.
+    ("", "serviceaccounts/token", &["create"]),
     ("events.k8s.io", "events", &["create", "patch"]),
 ];
 
@@ -330,7 +332,10 @@ fn the_multi_registry_sample_is_valid_and_names_four_registries_and_a_role() {
     assert!(hosts.contains(&"public.ecr.aws".to_string()));
     assert!(matches!(
         valid.identity("apps"),
-        ecr_token_refresh::ecr::Identity::Role { external_id: Some(_), .. }
+        ecr_token_refresh::ecr::Identity::Role {
+            external_id: Some(_),
+            ..
+        }
     ));
 }
 

@@ -1,45 +1,63 @@
-//! [`TokenSource`] backed by aws-sdk-ecr.
+//! [`TokenSource`] backed by the AWS SDK: aws-sdk-ecr for private registries,
+//! aws-sdk-ecrpublic for ECR Public, aws-sdk-sts for the identities of
+//! [`Identity::Role`] and [`Identity::WebIdentity`], and the Kubernetes TokenRequest API
+//! for the ServiceAccount tokens of the latter.
 //!
-//! One SDK client per (region, FIPS) pair, at most [`MAX_CLIENTS`] of them, the least
-//! recently used evicted first. Each client resolves its endpoint with the SDK's own
-//! ECR endpoint rules ([`DefaultResolver`]); see [ECR endpoints and
-//! quotas](https://docs.aws.amazon.com/general/latest/gr/ecr.html) for the hosts.
+//! One ECR client per (region, FIPS) pair, at most [`MAX_CLIENTS`] of them, the least
+//! recently used evicted first (the same for STS clients). Each client resolves its
+//! endpoint with the SDK's own ECR endpoint rules ([`DefaultResolver`]); see [ECR endpoints
+//! and quotas](https://docs.aws.amazon.com/general/latest/gr/ecr.html) for the hosts. A
+//! call as an assumed role uses the client of its region with the role's temporary
+//! credentials for that one call.
 
-use std::collections::HashMap;
-use std::error::Error as StdError;
-use std::hash::Hash;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_credential_types::provider::error::CredentialsError;
+use aws_credential_types::Credentials;
+use aws_sdk_ecr::config::IdentityCache;
 use aws_sdk_ecr::config::endpoint::{DefaultResolver, EndpointFuture, Params, ResolveEndpoint};
-use aws_sdk_ecr::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_ecr::operation::RequestId;
-use aws_smithy_runtime_api::http::Response as HttpResponse;
-use jiff::Timestamp;
+use tracing::Instrument as _;
 
+use super::lru::Lru;
+use super::sdk_error::Failure;
+use super::sts::{AssumedRole, DEFAULT_SESSION_NAME, StsClients};
 use super::{
-    AuthorizationToken, EcrError, FailureKind, TokenRequest, TokenSource,
-    decode_authorization_token,
+    AuthorizationToken, EcrError, FailureKind, Identity, RegistryKind, TokenRequest, TokenSource,
+    public, service_account, token,
 };
 use crate::api::registry::is_region;
+use crate::metrics::Metrics;
 
-/// How many SDK clients an [`AwsTokenSource`] keeps at most; the least recently used
-/// one is dropped (and rebuilt on its next use) beyond that.
+/// How many SDK clients an [`AwsTokenSource`] keeps at most per service (ECR, STS); the
+/// least recently used one is dropped (and rebuilt on its next use) beyond that.
 pub const MAX_CLIENTS: usize = 32;
 
-/// Gets tokens with `GetAuthorizationToken`, one SDK client per (region, FIPS) pair,
-/// sharing the credentials loaded once from the SDK's default chain.
+/// Gets tokens with `GetAuthorizationToken` (ECR, or ECR Public for
+/// [`RegistryKind::Public`]) as the request's [`Identity`]:
+/// - [`Identity::Operator`]: the credentials loaded from the SDK's default chain;
+/// - [`Identity::Role`]: STS `AssumeRole` with those credentials (`ExternalId` when set,
+///   `RoleSessionName` default [`DEFAULT_SESSION_NAME`]), then ECR with the role's
+///   temporary credentials;
+/// - [`Identity::WebIdentity`]: a token of the ServiceAccount from the Kubernetes
+///   TokenRequest API (needs [`with_kube_client`](Self::with_kube_client)), exchanged with
+///   STS `AssumeRoleWithWebIdentity`, then ECR as the role.
+///
+/// STS is asked in the token request's region (`us-east-1` for ECR Public). The token's
+/// `expires_at` is the earlier of ECR's `expiresAt` and the role credentials' expiry.
 ///
 /// Only syntactically valid region names (`us-east-1`, `us-gov-west-1`, `cn-north-1`)
-/// get a client, and at most [`MAX_CLIENTS`] clients are kept, so that resource specs
-/// cannot grow the process without bound.
+/// get a client, and at most [`MAX_CLIENTS`] clients are kept per service, so that
+/// resource specs cannot grow the process without bound.
 pub struct AwsTokenSource {
     sdk_config: SdkConfig,
     clients: Mutex<Lru<ClientKey, aws_sdk_ecr::Client>>,
+    public: OnceLock<aws_sdk_ecrpublic::Client>,
+    sts: StsClients,
+    kube: Option<kube::Client>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl AwsTokenSource {
@@ -62,9 +80,30 @@ impl AwsTokenSource {
     /// Uses an already loaded SDK configuration (tests point it at a stand-in).
     pub fn new(sdk_config: SdkConfig) -> Self {
         Self {
+            sts: StsClients::new(sdk_config.clone()),
             sdk_config,
             clients: Mutex::new(Lru::new(MAX_CLIENTS)),
+            public: OnceLock::new(),
+            kube: None,
+            metrics: None,
         }
+    }
+
+    /// Requests ServiceAccount tokens for [`Identity::WebIdentity`] through `client` (the
+    /// operator needs `create` on `serviceaccounts/token`). Without it, web identity
+    /// requests fail with [`FailureKind::Other`].
+    #[must_use]
+    pub fn with_kube_client(mut self, client: kube::Client) -> Self {
+        self.kube = Some(client);
+        self
+    }
+
+    /// Counts STS calls in `metrics` (`ecr_token_refresh_sts_calls_total`, by operation
+    /// and outcome).
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The client for `key`, built on first use (or again after eviction).
@@ -77,6 +116,13 @@ impl AwsTokenSource {
             .clone()
     }
 
+    /// The ECR Public client, built on first use.
+    fn public_client(&self) -> &aws_sdk_ecrpublic::Client {
+        self.public.get_or_init(|| {
+            aws_sdk_ecrpublic::Client::from_conf(public::client_config(&self.sdk_config))
+        })
+    }
+
     #[cfg(test)]
     fn client_keys(&self) -> Vec<ClientKey> {
         let clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
@@ -87,11 +133,11 @@ impl AwsTokenSource {
 /// What an SDK client is specific to: its region, and whether it talks to the FIPS
 /// endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct ClientKey {
+pub(super) struct ClientKey {
     /// An AWS region name, checked with [`is_region`].
-    region: String,
+    pub region: String,
     /// Use the FIPS endpoint (`ecr-fips.<region>.amazonaws.com`).
-    fips: bool,
+    pub fips: bool,
 }
 
 impl ClientKey {
@@ -102,6 +148,13 @@ impl ClientKey {
     /// A message naming the region when it is not an AWS region name such as
     /// `us-east-1`; no client is made for it.
     fn for_request(request: &TokenRequest, sdk_config: &SdkConfig) -> Result<Self, String> {
+        if request.kind == RegistryKind::Public {
+            // The ecr-public API, and STS for it, in its only region; no FIPS endpoint.
+            return Ok(Self {
+                region: public::ECR_PUBLIC_REGION.to_string(),
+                fips: false,
+            });
+        }
         if !is_region(&request.region) {
             return Err(format!(
                 "{:?} is not an AWS region name such as us-east-1; ECR was not called",
@@ -174,243 +227,171 @@ impl ResolveEndpoint for KeyResolver {
     }
 }
 
-/// A map holding at most `capacity` entries; inserting beyond that drops the least
-/// recently used one. Linear eviction, meant for a few dozen entries.
-#[derive(Debug)]
-struct Lru<K, V> {
-    capacity: usize,
-    /// Increases on every use; an entry's stamp is the tick of its last use.
-    tick: u64,
-    entries: HashMap<K, (V, u64)>,
-}
-
-impl<K: Eq + Hash + Clone, V> Lru<K, V> {
-    /// An empty map holding at most `capacity` (at least one) entries.
-    fn new(capacity: usize) -> Self {
-        Self {
-            capacity: capacity.max(1),
-            tick: 0,
-            entries: HashMap::new(),
-        }
-    }
-
-    /// The value for `key`, made with `make` when absent; marks it most recently used.
-    fn get_or_insert_with(&mut self, key: &K, make: impl FnOnce() -> V) -> &V {
-        self.tick += 1;
-        let tick = self.tick;
-        if !self.entries.contains_key(key) && self.entries.len() >= self.capacity {
-            let oldest = self
-                .entries
-                .iter()
-                .min_by_key(|(_, (_, used))| *used)
-                .map(|(k, _)| k.clone());
-            if let Some(oldest) = oldest {
-                self.entries.remove(&oldest);
-            }
-        }
-        let entry = self
-            .entries
-            .entry(key.clone())
-            .or_insert_with(|| (make(), tick));
-        entry.1 = tick;
-        &entry.0
-    }
-
-    #[cfg(test)]
-    fn keys(&self) -> impl Iterator<Item = &K> {
-        self.entries.keys()
-    }
-}
-
 #[async_trait]
 impl TokenSource for AwsTokenSource {
-    #[tracing::instrument(
-        name = "ecr.get_authorization_token",
-        skip_all,
-        fields(region = %request.region, registry_id = %request.registry_id, fips = request.fips, outcome)
-    )]
+    /// Spans, as children of the caller's: `sts.assume_role` or
+    /// `sts.assume_role_with_web_identity` (and a `k8s.write` of the ServiceAccount token)
+    /// when the identity asks for them, then `ecr.get_authorization_token` or
+    /// `ecr_public.get_authorization_token`.
     async fn authorization_token(
         &self,
         request: &TokenRequest,
     ) -> Result<AuthorizationToken, EcrError> {
-        let fail = |kind, message: String| EcrError {
-            kind,
+        let fail = |f: Failure| EcrError {
+            kind: f.kind,
             registry_id: request.registry_id.clone(),
             region: request.region.clone(),
-            message,
+            message: f.message,
         };
-        if request.identity != super::Identity::Operator
-            || request.kind != super::RegistryKind::Private
-        {
-            // Never ask with the operator's own credentials for something else.
-            tracing::Span::current().record("outcome", FailureKind::Other.label());
-            return Err(fail(
-                FailureKind::Other,
-                format!(
-                    "{} for {:?} registries is not supported by this token source",
-                    request.identity, request.kind
-                ),
-            ));
-        }
-        let key = ClientKey::for_request(request, &self.sdk_config).map_err(|message| {
-            tracing::Span::current().record("outcome", FailureKind::Other.label());
-            fail(FailureKind::Other, message)
+        let key = match ClientKey::for_request(request, &self.sdk_config) {
+            Ok(key) => key,
+            Err(message) => {
+                // No AWS call: the ECR span says why.
+                let span = ecr_span(request);
+                span.record("outcome", FailureKind::Other.label());
+                return Err(fail(Failure::new(FailureKind::Other, message)));
+            }
+        };
+        let role = self.assume(&key, &request.identity).await.map_err(fail)?;
+        let credentials = role.as_ref().map(|r| &r.credentials);
+        let obtained = match request.kind {
+            RegistryKind::Private => self.private_token(&key, request, credentials).await,
+            RegistryKind::Public => {
+                public::authorization_token(self.public_client(), credentials).await
+            }
+        };
+        let mut token = obtained.map_err(|f| match &request.identity {
+            Identity::Operator => fail(f),
+            identity => fail(f.context(format!("as {identity}"))),
         })?;
+        if let Some(role) = &role {
+            // Never longer than the credentials it was asked with.
+            token.expires_at = token.expires_at.min(role.expires_at);
+        }
+        Ok(token)
+    }
+}
+
+impl AwsTokenSource {
+    /// The temporary credentials of the request's identity; `None` for the operator's own.
+    async fn assume(
+        &self,
+        key: &ClientKey,
+        identity: &Identity,
+    ) -> Result<Option<AssumedRole>, Failure> {
+        let (operation, result) = match identity {
+            Identity::Operator => return Ok(None),
+            Identity::Role {
+                arn,
+                external_id,
+                session_name,
+            } => {
+                let session_name = session_name.as_deref().unwrap_or(DEFAULT_SESSION_NAME);
+                let result = self
+                    .sts
+                    .assume_role(key, arn, external_id.as_deref(), session_name)
+                    .await;
+                ("AssumeRole", result)
+            }
+            Identity::WebIdentity {
+                namespace,
+                service_account,
+                role_arn,
+            } => {
+                let Some(kube) = &self.kube else {
+                    return Err(Failure::new(
+                        FailureKind::Other,
+                        format!(
+                            "{identity}: this token source has no Kubernetes client to request \
+                             ServiceAccount tokens with"
+                        ),
+                    ));
+                };
+                let jwt = service_account::token(kube, namespace, service_account).await?;
+                let token_of = format!("ServiceAccount {namespace}/{service_account}");
+                let result = self
+                    .sts
+                    .assume_role_with_web_identity(key, role_arn, &jwt, &token_of)
+                    .await;
+                ("AssumeRoleWithWebIdentity", result)
+            }
+        };
+        if let Some(metrics) = &self.metrics {
+            let outcome = match &result {
+                Ok(_) => "success",
+                Err(f) => f.kind.label(),
+            };
+            metrics.sts_call(operation, outcome);
+        }
+        result.map(Some)
+    }
+
+    /// `GetAuthorizationToken` of a private registry's region, signed with `credentials`
+    /// when given, in an `ecr.get_authorization_token` span.
+    async fn private_token(
+        &self,
+        key: &ClientKey,
+        request: &TokenRequest,
+        credentials: Option<&Credentials>,
+    ) -> Result<AuthorizationToken, Failure> {
+        let span = ecr_span(request);
         // `registryIds` is deprecated (a token works for every registry the principal may
         // read), but naming the registry keeps the call explicit about which account we
         // expect, and stand-ins use it to shape the answer.
         #[allow(deprecated)]
-        let result = self
-            .client(&key)
+        let call = self
+            .client(key)
             .get_authorization_token()
-            .registry_ids(&request.registry_id)
-            .send()
-            .await;
-        let output = match result {
-            Ok(output) => output,
-            Err(err) => {
-                let kind = classify(&err);
-                tracing::Span::current().record("outcome", kind.label());
-                return Err(fail(kind, describe(&err)));
+            .registry_ids(&request.registry_id);
+        let result = match credentials {
+            Some(credentials) => {
+                call.customize()
+                    .config_override(
+                        aws_sdk_ecr::config::Builder::default()
+                            .credentials_provider(credentials.clone())
+                            .identity_cache(IdentityCache::no_cache()),
+                    )
+                    .send()
+                    .instrument(span.clone())
+                    .await
             }
+            None => call.send().instrument(span.clone()).await,
         };
-        let invalid = |message: &str| {
-            tracing::Span::current().record("outcome", FailureKind::InvalidResponse.label());
-            fail(FailureKind::InvalidResponse, message.to_string())
+        let outcome = match result {
+            Ok(output) => match output.authorization_data().first() {
+                Some(data) => token::from_answer(
+                    data.authorization_token(),
+                    data.expires_at(),
+                    data.proxy_endpoint(),
+                ),
+                None => Err(Failure::new(
+                    FailureKind::InvalidResponse,
+                    "the response has no authorizationData",
+                )),
+            },
+            Err(err) => Err(Failure::from_sdk(&err)),
         };
-        let data = output
-            .authorization_data()
-            .first()
-            .ok_or_else(|| invalid("the response has no authorizationData"))?;
-        let encoded = data
-            .authorization_token()
-            .ok_or_else(|| invalid("the response has no authorizationToken"))?;
-        let (username, password) = decode_authorization_token(encoded).map_err(|m| invalid(&m))?;
-        let expires = data
-            .expires_at()
-            .ok_or_else(|| invalid("the response has no expiresAt"))?;
-        let expires_at = Timestamp::new(expires.secs(), expires.subsec_nanos() as i32)
-            .map_err(|_| invalid("expiresAt is out of range"))?;
-        tracing::Span::current().record("outcome", "success");
-        Ok(AuthorizationToken {
-            username,
-            password,
-            expires_at,
-            proxy_endpoint: data.proxy_endpoint().map(str::to_string),
-        })
+        span.record(
+            "outcome",
+            match &outcome {
+                Ok(_) => "success",
+                Err(f) => f.kind.label(),
+            },
+        );
+        outcome
     }
 }
 
-/// What went wrong, for status conditions, events and logs: the error code and message
-/// ECR sent (with the HTTP status and request ID), or else the chain of causes.
-///
-/// Built from `Display` and error metadata only: the SDK's `Debug` of a service error (which
-/// `DisplayErrorContext` appends) holds the raw HTTP response, and the body of a 200 the
-/// SDK could not parse carries the token.
-fn describe<E>(err: &SdkError<E, HttpResponse>) -> String
-where
-    E: ProvideErrorMetadata + StdError + 'static,
-{
-    let SdkError::ServiceError(s) = err else {
-        return causes(err);
-    };
-    let mut what = match (s.err().code(), s.err().message()) {
-        (Some(code), Some(message)) => format!("{code}: {message}"),
-        (Some(code), None) => code.to_string(),
-        (None, _) => causes(err),
-    };
-    what.push_str(&format!(" (HTTP {}", s.raw().status().as_u16()));
-    if let Some(id) = err.request_id() {
-        what.push_str(&format!(", request ID {id}"));
-    }
-    what.push(')');
-    what
-}
-
-/// The `Display` of an error and of each of its sources, joined by `: `, repeats skipped.
-fn causes(err: &(dyn StdError + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut cur = Some(err);
-    while let Some(e) = cur {
-        let text = e.to_string();
-        if parts.last() != Some(&text) {
-            parts.push(text);
-        }
-        cur = e.source();
-    }
-    parts.join(": ")
-}
-
-/// Sorts an SDK error into an [`FailureKind`], from the error code first and the HTTP
-/// status second.
-///
-/// A 2xx answer whose body the SDK cannot parse reaches us as a `ServiceError` without
-/// a code (aws-sdk-ecr wraps the parse failure as an unhandled operation error, not a
-/// `ResponseError`): that is an [`FailureKind::InvalidResponse`].
-fn classify<E>(err: &SdkError<E, HttpResponse>) -> FailureKind
-where
-    E: ProvideErrorMetadata + StdError + 'static,
-{
-    match err {
-        SdkError::ServiceError(s) if s.raw().status().is_success() => FailureKind::InvalidResponse,
-        SdkError::TimeoutError(_) => FailureKind::Network,
-        SdkError::DispatchFailure(d) => {
-            if caused_by_credentials(err) {
-                FailureKind::AccessDenied
-            } else if d.is_io() || d.is_timeout() {
-                FailureKind::Network
-            } else {
-                FailureKind::Other
-            }
-        }
-        SdkError::ResponseError(_) => FailureKind::InvalidResponse,
-        SdkError::ServiceError(s) => {
-            let by_code = s.err().code().map(kind_from_code);
-            let status = s.raw().status().as_u16();
-            by_code.flatten().unwrap_or(match status {
-                429 => FailureKind::Throttled,
-                401 | 403 => FailureKind::AccessDenied,
-                500..=599 => FailureKind::ServerError,
-                _ => FailureKind::Other,
-            })
-        }
-        _ if caused_by_credentials(err) => FailureKind::AccessDenied,
-        _ => FailureKind::Other,
-    }
-}
-
-fn kind_from_code(code: &str) -> Option<FailureKind> {
-    Some(match code {
-        "ThrottlingException"
-        | "Throttling"
-        | "TooManyRequestsException"
-        | "RequestLimitExceeded" => FailureKind::Throttled,
-        "AccessDeniedException"
-        | "AccessDenied"
-        | "UnrecognizedClientException"
-        | "InvalidClientTokenId"
-        | "ExpiredToken"
-        | "ExpiredTokenException"
-        | "InvalidSignatureException"
-        | "SignatureDoesNotMatch"
-        | "MissingAuthenticationToken"
-        | "IncompleteSignature" => FailureKind::AccessDenied,
-        "ServerException" | "InternalFailure" | "InternalServerError" | "ServiceUnavailable" => {
-            FailureKind::ServerError
-        }
-        _ => return None,
-    })
-}
-
-fn caused_by_credentials(err: &(dyn StdError + 'static)) -> bool {
-    let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
-    while let Some(e) = cur {
-        if e.downcast_ref::<CredentialsError>().is_some() {
-            return true;
-        }
-        cur = e.source();
-    }
-    false
+/// The span of a private registry's `GetAuthorizationToken` call (`region`,
+/// `registry_id`, `fips`, `outcome`).
+fn ecr_span(request: &TokenRequest) -> tracing::Span {
+    tracing::info_span!(
+        "ecr.get_authorization_token",
+        region = %request.region,
+        registry_id = %request.registry_id,
+        fips = request.fips,
+        outcome = tracing::field::Empty
+    )
 }
 
 #[cfg(test)]
@@ -653,79 +634,5 @@ mod tests {
         source.client(&key("us-east-1", true));
         let keys = source.client_keys();
         assert!(keys.contains(&key("us-east-1", true)) && keys.contains(&key("us-east-1", false)));
-    }
-
-    /// An SDK service error with this status and body, as the SDK would build it.
-    fn service_error(
-        status: u16,
-        body: &str,
-        err: aws_sdk_ecr::operation::get_authorization_token::GetAuthorizationTokenError,
-    ) -> SdkError<
-        aws_sdk_ecr::operation::get_authorization_token::GetAuthorizationTokenError,
-        HttpResponse,
-    > {
-        let status = status.try_into().expect("status code");
-        let raw = HttpResponse::new(status, aws_smithy_types::body::SdkBody::from(body));
-        SdkError::service_error(err, raw)
-    }
-
-    #[test]
-    fn an_unparsable_200_is_an_invalid_response_and_its_body_stays_out_of_the_message() {
-        use aws_sdk_ecr::operation::get_authorization_token::GetAuthorizationTokenError;
-        let token = "QVdTOnNlY3JldC1wYXNzd29yZA==";
-        let body = format!(r#"{{"authorizationData": [{{"authorizationToken": "{token}", "exp"#);
-        let err = service_error(
-            200,
-            &body,
-            GetAuthorizationTokenError::unhandled("failed to parse JSON: unexpected end of stream"),
-        );
-        assert_eq!(classify(&err), FailureKind::InvalidResponse);
-        let message = describe(&err);
-        assert!(!message.contains(token), "{message}");
-        assert!(message.contains("unexpected end of stream"), "{message}");
-        assert!(message.contains("HTTP 200"), "{message}");
-    }
-
-    #[test]
-    fn a_service_error_is_described_by_its_code_and_message() {
-        use aws_sdk_ecr::operation::get_authorization_token::GetAuthorizationTokenError;
-        use aws_smithy_types::error::ErrorMetadata;
-        let meta = ErrorMetadata::builder()
-            .code("ThrottlingException")
-            .message("Rate exceeded")
-            .build();
-        let err = service_error(
-            400,
-            r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#,
-            GetAuthorizationTokenError::generic(meta),
-        );
-        assert_eq!(classify(&err), FailureKind::Throttled);
-        assert_eq!(
-            describe(&err),
-            "ThrottlingException: Rate exceeded (HTTP 400)"
-        );
-    }
-
-    #[test]
-    fn lru_evicts_the_least_recently_used() {
-        let mut lru = Lru::new(2);
-        let mut made = 0;
-        let mut get = |lru: &mut Lru<&str, u32>, k: &'static str| {
-            *lru.get_or_insert_with(&k, || {
-                made += 1;
-                made
-            })
-        };
-        assert_eq!(get(&mut lru, "a"), 1);
-        assert_eq!(get(&mut lru, "b"), 2);
-        assert_eq!(get(&mut lru, "a"), 1, "a is kept, not made again");
-        assert_eq!(get(&mut lru, "c"), 3, "c evicts b, the least recently used");
-        let mut keys: Vec<_> = lru.keys().copied().collect();
-        keys.sort();
-        assert_eq!(keys, ["a", "c"]);
-        assert_eq!(get(&mut lru, "b"), 4, "b was evicted and is made again");
-        let mut keys: Vec<_> = lru.keys().copied().collect();
-        keys.sort();
-        assert_eq!(keys, ["b", "c"]);
     }
 }

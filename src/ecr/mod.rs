@@ -1,14 +1,22 @@
 //! The token source: getting ECR authorization tokens.
 //!
 //! [`TokenSource`] is the seam the controller depends on; [`AwsTokenSource`] implements it
-//! with aws-sdk-ecr's `GetAuthorizationToken` and the SDK's default credential chain
-//! (environment, profile, IRSA web identity, EKS Pod Identity, IMDS) and endpoint
-//! override (`AWS_ENDPOINT_URL_ECR` / `AWS_ENDPOINT_URL`).
+//! with aws-sdk-ecr's `GetAuthorizationToken` (aws-sdk-ecrpublic's for ECR Public), the
+//! SDK's default credential chain (environment, profile, IRSA web identity, EKS Pod
+//! Identity, IMDS), roles assumed through STS (`AssumeRole`, or
+//! `AssumeRoleWithWebIdentity` with a ServiceAccount token), and the endpoint overrides
+//! (`AWS_ENDPOINT_URL_ECR`, `AWS_ENDPOINT_URL_ECR_PUBLIC`, `AWS_ENDPOINT_URL_STS`,
+//! `AWS_ENDPOINT_URL`).
 
 mod aws;
 mod cache;
 mod credentials;
 mod error;
+mod lru;
+mod public;
+mod sdk_error;
+mod service_account;
+mod sts;
 mod token;
 
 use async_trait::async_trait;
@@ -17,10 +25,13 @@ use secrecy::SecretString;
 
 use crate::api::{PUBLIC_HOST, Registry};
 
-pub use aws::AwsTokenSource;
+pub use aws::{AwsTokenSource, MAX_CLIENTS};
 pub use cache::{HeldToken, Lookup, Obtained, TokenCache, TokenKey, whole_seconds};
 pub use credentials::{Credentials, Wanted};
 pub use error::{EcrError, FailureKind};
+pub use public::ECR_PUBLIC_REGION;
+pub use service_account::{TOKEN_EXPIRATION_SECONDS, WEB_IDENTITY_AUDIENCE};
+pub use sts::DEFAULT_SESSION_NAME;
 pub use token::decode_authorization_token;
 
 /// Whose credentials ask ECR for a token.
@@ -40,7 +51,7 @@ pub enum Identity {
         arn: String,
         /// The external ID the role's trust policy may require.
         external_id: Option<String>,
-        /// The session name (default: `ecr-token-refresh`).
+        /// The session name (default: [`DEFAULT_SESSION_NAME`], `ecr-token-refresh`).
         session_name: Option<String>,
     },
     /// A role assumed with a token of a ServiceAccount of the resource's namespace
@@ -131,13 +142,9 @@ pub struct TokenRequest {
     pub kind: RegistryKind,
 }
 
-/// The region of ECR Public's API: its tokens come from `ecr-public` in `us-east-1` only
-/// ([ECR Public endpoints](https://docs.aws.amazon.com/general/latest/gr/ecr-public.html)).
-pub const PUBLIC_REGION: &str = "us-east-1";
-
 impl TokenRequest {
     /// What to ask for `registry` with `identity`: its own region, account and FIPS setting
-    /// for a private registry; `ecr-public` in [`PUBLIC_REGION`] for ECR Public (whose
+    /// for a private registry; `ecr-public` in [`ECR_PUBLIC_REGION`] for ECR Public (whose
     /// "registry ID" in messages is its host, `public.ecr.aws`).
     pub fn for_registry(registry: &Registry, identity: &Identity) -> Self {
         match registry {
@@ -149,7 +156,7 @@ impl TokenRequest {
                 kind: RegistryKind::Private,
             },
             Registry::Public => Self {
-                region: PUBLIC_REGION.to_string(),
+                region: ECR_PUBLIC_REGION.to_string(),
                 registry_id: PUBLIC_HOST.to_string(),
                 fips: false,
                 identity: identity.clone(),
@@ -170,7 +177,8 @@ pub struct AuthorizationToken {
     pub username: String,
     /// The password: everything after the first colon of the decoded token.
     pub password: SecretString,
-    /// When the token stops working, as reported by ECR (12 hours after issue).
+    /// When the token stops working: ECR's `expiresAt` (12 hours after issue), or the
+    /// expiry of the assumed role's credentials it was asked with when that is earlier.
     pub expires_at: Timestamp,
     /// The registry URL the token is for, e.g. `https://123456789012.dkr.ecr.us-east-1.amazonaws.com`.
     pub proxy_endpoint: Option<String>,

@@ -1,7 +1,38 @@
-//! Decoding `authorizationToken`, the base64 of `<user>:<password>`.
+//! Decoding `authorizationToken`, the base64 of `<user>:<password>`, and the token of a
+//! `GetAuthorizationToken` answer (ECR and ECR Public alike).
 
+use aws_smithy_types::DateTime;
 use base64::Engine as _;
+use jiff::Timestamp;
 use secrecy::SecretString;
+
+use super::sdk_error::Failure;
+use super::{AuthorizationToken, FailureKind};
+
+/// The token of one `authorizationData` entry: its decoded `authorizationToken`, its
+/// `expiresAt` and `proxyEndpoint` (ECR Public has none).
+///
+/// # Errors
+/// [`FailureKind::InvalidResponse`] when the token or expiry is missing or malformed; the
+/// message never contains the token.
+pub(super) fn from_answer(
+    encoded: Option<&str>,
+    expires: Option<&DateTime>,
+    proxy_endpoint: Option<&str>,
+) -> Result<AuthorizationToken, Failure> {
+    let invalid = |message: &str| Failure::new(FailureKind::InvalidResponse, message);
+    let encoded = encoded.ok_or_else(|| invalid("the response has no authorizationToken"))?;
+    let (username, password) = decode_authorization_token(encoded).map_err(|m| invalid(&m))?;
+    let expires = expires.ok_or_else(|| invalid("the response has no expiresAt"))?;
+    let expires_at = Timestamp::new(expires.secs(), expires.subsec_nanos() as i32)
+        .map_err(|_| invalid("expiresAt is out of range"))?;
+    Ok(AuthorizationToken {
+        username,
+        password,
+        expires_at,
+        proxy_endpoint: proxy_endpoint.map(str::to_string),
+    })
+}
 
 /// Decodes an ECR `authorizationToken` into `(user, password)`, splitting on the
 /// **first** colon only: the password may itself contain colons.

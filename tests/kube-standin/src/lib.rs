@@ -24,6 +24,7 @@ mod resource;
 mod selectors;
 mod server;
 mod store;
+mod token;
 mod validation;
 mod watch;
 
@@ -45,6 +46,7 @@ pub use requests::{REQUEST_LOG_CAPACITY, RequestRecord};
 pub use resource::ResourceType;
 pub use selectors::Selector;
 pub use store::DEFAULT_EVENT_RETENTION;
+pub use token::{ISSUER, TokenRequestRecord, decode_token_claims};
 
 use faults::lock;
 use requests::RequestLog;
@@ -56,6 +58,8 @@ pub(crate) struct Inner {
     pub(crate) counts: Mutex<RequestCounts>,
     /// Every resource request, bounded ([`REQUEST_LOG_CAPACITY`]).
     pub(crate) requests: Mutex<RequestLog>,
+    /// Tokens handed out by the ServiceAccount `token` subresource.
+    pub(crate) token_requests: Mutex<Vec<TokenRequestRecord>>,
     /// Bumped by [`StandIn::close_watches`]; open watch streams end on change.
     pub(crate) kill: tokio_watch::Sender<u64>,
     pub(crate) bookmark_interval: Mutex<Duration>,
@@ -97,6 +101,7 @@ impl StandIn {
                 faults: Faults::default(),
                 counts: Mutex::new(RequestCounts::default()),
                 requests: Mutex::new(RequestLog::default()),
+                token_requests: Mutex::new(Vec::new()),
                 kill: tokio_watch::Sender::new(0),
                 bookmark_interval: Mutex::new(Duration::from_secs(1)),
                 verbose: AtomicBool::new(false),
@@ -334,6 +339,12 @@ impl StandIn {
     /// ```
     pub fn requests(&self) -> Vec<RequestRecord> {
         lock(&self.inner.requests).snapshot()
+    }
+
+    /// The tokens the ServiceAccount `token` subresource handed out, oldest first
+    /// (failed requests are in [`StandIn::requests`] only).
+    pub fn token_requests(&self) -> Vec<TokenRequestRecord> {
+        lock(&self.inner.token_requests).clone()
     }
 
     /// Empty the request log.

@@ -85,7 +85,13 @@ struct ResourceReq {
     namespace: Option<String>,
     name: Option<String>,
     sub: Sub,
+    /// The ServiceAccount `token` subresource (TokenRequest API), handled by
+    /// [`crate::token`] rather than the store.
+    token: bool,
 }
+
+/// The gvr of ServiceAccounts, the one type with a `token` subresource.
+const SERVICE_ACCOUNTS: &str = "v1/serviceaccounts";
 
 enum Route {
     Version,
@@ -137,10 +143,15 @@ fn route(standin: &StandIn, path: &str) -> Result<Route, ApiError> {
         }
         [] => return Err(not_found_path(path)),
     };
-    let (name, sub) = match tail {
-        [] => (None, Sub::Main),
-        [name] => (Some(name.to_string()), Sub::Main),
-        [name, "status"] if rt.has_status_subresource => (Some(name.to_string()), Sub::Status),
+    let (name, sub, token) = match tail {
+        [] => (None, Sub::Main, false),
+        [name] => (Some(name.to_string()), Sub::Main, false),
+        [name, "status"] if rt.has_status_subresource => {
+            (Some(name.to_string()), Sub::Status, false)
+        }
+        [name, "token"] if rt.gvr() == SERVICE_ACCOUNTS && namespace.is_some() => {
+            (Some(name.to_string()), Sub::Main, true)
+        }
         _ => return Err(not_found_path(path)),
     };
     if rt.namespaced && namespace.is_none() && name.is_some() {
@@ -154,6 +165,7 @@ fn route(standin: &StandIn, path: &str) -> Result<Route, ApiError> {
         namespace,
         name,
         sub,
+        token,
     }))
 }
 
@@ -230,6 +242,17 @@ async fn resource(ctx: &ServerCtx, r: ResourceReq, req: HttpRequest<'_>) -> Resp
         Some("true" | "1")
     );
     let verb = match (req.method, &r.name) {
+        // The token subresource only creates.
+        (&Method::POST, Some(_)) if r.token => Verb::Create,
+        _ if r.token => {
+            return error_response(&ApiError::new(
+                405,
+                format!(
+                    "the server does not allow this method on the requested resource ({})",
+                    req.method
+                ),
+            ));
+        }
         (&Method::GET, None) if is_watch => Verb::Watch,
         (&Method::GET, None) => Verb::List,
         (&Method::GET, Some(_)) => Verb::Get,
@@ -248,7 +271,11 @@ async fn resource(ctx: &ServerCtx, r: ResourceReq, req: HttpRequest<'_>) -> Resp
         }
     };
     let gvr = r.rt.gvr();
-    let subresource = (r.sub == Sub::Status).then_some("status");
+    let subresource = if r.token {
+        Some("token")
+    } else {
+        (r.sub == Sub::Status).then_some("status")
+    };
     let body_name = || {
         req.body
             .and_then(|b| serde_json::from_slice::<Value>(b).ok())
@@ -259,7 +286,7 @@ async fn resource(ctx: &ServerCtx, r: ResourceReq, req: HttpRequest<'_>) -> Resp
             })
     };
     let mut record_name = r.name.clone().or_else(|| {
-        if verb == Verb::Create {
+        if verb == Verb::Create && !r.token {
             body_name()
         } else {
             None
@@ -306,6 +333,7 @@ async fn resource(ctx: &ServerCtx, r: ResourceReq, req: HttpRequest<'_>) -> Resp
                 ..
             },
         ) => fail_with(*code, h),
+        _ if r.token => token_request(ctx, &r, &req),
         _ => {
             let outcome = run(ctx, &r, verb, &req);
             if verb == Verb::Create
@@ -334,6 +362,20 @@ async fn resource(ctx: &ServerCtx, r: ResourceReq, req: HttpRequest<'_>) -> Resp
         status: resp.status().as_u16(),
     });
     resp
+}
+
+/// A TokenRequest of a ServiceAccount ([`crate::token`]).
+fn token_request(ctx: &ServerCtx, r: &ResourceReq, req: &HttpRequest<'_>) -> Response {
+    let body = match req.body {
+        Some(b) if b.len() <= MAX_REQUEST_BODY_BYTES => b,
+        _ => return error_response(&ApiError::body_too_large()),
+    };
+    let namespace = r.namespace.as_deref().unwrap_or_default();
+    let name = r.name.as_deref().unwrap_or_default();
+    match crate::token::create(&ctx.standin, namespace, name, body, req.arrived) {
+        Ok(answer) => json_response(201, &answer),
+        Err(e) => error_response(&e),
+    }
 }
 
 /// A response and, for a successful create, the created object's name.
@@ -486,6 +528,11 @@ fn discovery(standin: &StandIn, route: Route) -> Response {
                 if t.has_status_subresource {
                     resources.push(json!({"name": format!("{}/status", t.plural), "singularName": "",
                         "namespaced": t.namespaced, "kind": t.kind, "verbs": ["get", "patch", "update"]}));
+                }
+                if t.gvr() == SERVICE_ACCOUNTS {
+                    resources.push(json!({"name": "serviceaccounts/token", "singularName": "",
+                        "namespaced": true, "group": "authentication.k8s.io", "version": "v1",
+                        "kind": "TokenRequest", "verbs": ["create"]}));
                 }
             }
             let gv = if g.is_empty() { v } else { format!("{g}/{v}") };

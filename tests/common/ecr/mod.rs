@@ -20,8 +20,14 @@
 //! 12-digit `registryIds` (1 to 10), and answers a violation with ECR's error
 //! ([GetAuthorizationToken](https://docs.aws.amazon.com/AmazonECR/latest/APIReference/API_GetAuthorizationToken.html),
 //! [common errors](https://docs.aws.amazon.com/AmazonECR/latest/APIReference/CommonErrors.html)).
-//! The signature itself is not verified. Other operations are forwarded to moto
-//! unchanged and not counted.
+//! The signature itself is not verified, but the access key ID that signed each call is
+//! recorded ([`EcrStandIn::signers`]), so a test can tell whose credentials asked.
+//! Other ECR operations are forwarded to moto unchanged and not counted.
+//!
+//! It also stands in for STS ([`sts`]: `AssumeRole` and `AssumeRoleWithWebIdentity`
+//! forwarded to moto, recorded, with injectable faults) and for ECR Public ([`public`]:
+//! moto has none; answered here), so that one endpoint override serves every service the
+//! token source calls.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -43,6 +49,16 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::moto::Moto;
+use protocol::{aws_error, check_sigv4, plain, request_id};
+
+mod protocol;
+mod public;
+mod sts;
+
+#[allow(unused_imports)]
+pub use public::{PUBLIC_TARGET, PublicCall};
+#[allow(unused_imports)]
+pub use sts::{IssuedCredentials, STS_ACCESS_DENIED_MESSAGE, StsCall, StsFault};
 
 /// The `X-Amz-Target` of `GetAuthorizationToken`.
 pub const TARGET: &str = "AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken";
@@ -59,10 +75,6 @@ pub const ACCESS_DENIED_MESSAGE: &str = "User: arn:aws:iam::123456789012:user/ci
 /// The `authorizationToken` inside the [`Fault::Garbage`] body (base64 of
 /// `AWS:garbage-password`), for leak checks.
 pub const GARBAGE_TOKEN: &str = "QVdTOmdhcmJhZ2UtcGFzc3dvcmQ=";
-
-/// The suffix real AWS puts after the code in `x-amzn-ErrorType` for errors raised by its
-/// request-handling framework (authentication, throttling).
-const CORAL_SUFFIX: &str = ":http://internal.amazon.com/coral/com.amazon.coral.service/";
 
 /// How the stand-in answers `GetAuthorizationToken` when no [`EcrStandIn::fail_next`]
 /// fault is pending.
@@ -138,8 +150,14 @@ struct Recorded {
     pending: VecDeque<Fault>,
     times: Vec<Instant>,
     outcomes: Vec<&'static str>,
+    /// The access key ID of each `GetAuthorizationToken` request's signature, in order.
+    signers: Vec<Option<String>>,
     /// Tokens handed out in `Realistic` mode so far.
     issued: u64,
+    /// STS: calls seen, faults pending, and the lifetime given to issued credentials.
+    sts: sts::StsState,
+    /// ECR Public: calls seen, faults pending, and the lifetime of its tokens.
+    public: public::PublicState,
 }
 
 /// What to do with one counted request, decided under the lock.
@@ -162,7 +180,10 @@ impl EcrStandIn {
                 pending: VecDeque::new(),
                 times: Vec::new(),
                 outcomes: Vec::new(),
+                signers: Vec::new(),
                 issued: 0,
+                sts: sts::StsState::default(),
+                public: public::PublicState::default(),
             }),
             released,
         });
@@ -214,6 +235,54 @@ impl EcrStandIn {
     /// one of ECR's rules).
     pub fn outcomes(&self) -> Vec<&'static str> {
         self.shared.lock().outcomes.clone()
+    }
+
+    /// The access key ID that signed each `GetAuthorizationToken` request (ECR, private
+    /// registries), in order; `None` for an unsigned one.
+    pub fn signers(&self) -> Vec<Option<String>> {
+        self.shared.lock().signers.clone()
+    }
+
+    /// The STS calls (`AssumeRole`, `AssumeRoleWithWebIdentity`) seen so far, in order.
+    pub fn sts_calls(&self) -> Vec<StsCall> {
+        self.shared.lock().sts.calls.clone()
+    }
+
+    /// The next `n` STS calls fail with `fault` (before reaching moto).
+    pub fn fail_next_sts(&self, n: u32, fault: StsFault) {
+        self.shared
+            .lock()
+            .sts
+            .pending
+            .extend(std::iter::repeat_n(fault, n as usize));
+    }
+
+    /// Credentials issued by STS from now on expire `lifetime` from now (rewritten in
+    /// moto's answer; moto gives an hour, or the requested `DurationSeconds`). `None`:
+    /// moto's expiry.
+    pub fn set_sts_credential_lifetime(&self, lifetime: Option<SignedDuration>) {
+        self.shared.lock().sts.lifetime = lifetime;
+    }
+
+    /// The ECR Public `GetAuthorizationToken` calls seen so far, in order.
+    pub fn public_calls(&self) -> Vec<PublicCall> {
+        self.shared.lock().public.calls.clone()
+    }
+
+    /// The next `n` ECR Public `GetAuthorizationToken` calls fail with `fault`
+    /// ([`Fault::Hang`] and [`Fault::Garbage`] are answered as a server error).
+    pub fn fail_next_public(&self, n: u32, fault: Fault) {
+        self.shared
+            .lock()
+            .public
+            .pending
+            .extend(std::iter::repeat_n(fault, n as usize));
+    }
+
+    /// ECR Public tokens handed out from now on expire `lifetime` from now (default: 12
+    /// hours, as ECR Public's).
+    pub fn set_public_lifetime(&self, lifetime: SignedDuration) {
+        self.shared.lock().public.lifetime = Some(lifetime);
     }
 
     /// Answers every request held by [`Fault::Hang`] so far.
@@ -288,29 +357,53 @@ impl Shared {
         }
     }
 
-    /// Forwards to moto; shapes the answer when the mode is `Realistic`.
-    async fn forward(&self, method: Method, headers: HeaderMap, body: Bytes) -> Response {
+    /// Sends the request to moto: its status, headers and body, or a 502 answer.
+    async fn moto(
+        &self,
+        method: Method,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<(StatusCode, HeaderMap, Bytes), Response> {
         let mut request = hyper::Request::builder()
             .method(method)
             .uri(format!("{}/", self.upstream));
         for (name, value) in headers.iter().filter(|(n, _)| *n != header::HOST) {
             request = request.header(name, value);
         }
-        let request = match request.body(Full::new(body)) {
-            Ok(r) => r,
-            Err(e) => return plain(StatusCode::BAD_GATEWAY, format!("bad request to moto: {e}")),
-        };
-        let answer = match self.http.request(request).await {
-            Ok(a) => a,
-            Err(e) => return plain(StatusCode::BAD_GATEWAY, format!("moto unreachable: {e}")),
-        };
+        let request = request
+            .body(Full::new(body))
+            .map_err(|e| plain(StatusCode::BAD_GATEWAY, format!("bad request to moto: {e}")))?;
+        let answer = self
+            .http
+            .request(request)
+            .await
+            .map_err(|e| plain(StatusCode::BAD_GATEWAY, format!("moto unreachable: {e}")))?;
         let (parts, body) = answer.into_parts();
-        let body = match body.collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) => return plain(StatusCode::BAD_GATEWAY, format!("moto's body: {e}")),
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| plain(StatusCode::BAD_GATEWAY, format!("moto's body: {e}")))?
+            .to_bytes();
+        Ok((parts.status, parts.headers, body))
+    }
+
+    /// Forwards to moto unchanged.
+    async fn pass_through(&self, method: Method, headers: HeaderMap, body: Bytes) -> Response {
+        match self.moto(method, &headers, body).await {
+            Ok((status, headers, body)) => relay(status, &headers, body),
+            Err(response) => response,
+        }
+    }
+
+    /// Forwards `GetAuthorizationToken` to moto; shapes the answer when the mode is
+    /// `Realistic`.
+    async fn forward(&self, method: Method, headers: HeaderMap, body: Bytes) -> Response {
+        let (status, headers, body) = match self.moto(method, &headers, body).await {
+            Ok(answer) => answer,
+            Err(response) => return response,
         };
         let lifetime = match self.lock().mode {
-            Mode::Realistic { lifetime } if parts.status.is_success() => Some(lifetime),
+            Mode::Realistic { lifetime } if status.is_success() => Some(lifetime),
             _ => None,
         };
         let body = match lifetime {
@@ -320,16 +413,7 @@ impl Shared {
             },
             None => body,
         };
-        let mut response = Response::new(Body::from(body));
-        *response.status_mut() = parts.status;
-        for (name, value) in parts.headers.iter().filter(|(n, _)| {
-            *n != header::CONTENT_LENGTH
-                && *n != header::TRANSFER_ENCODING
-                && *n != header::CONNECTION
-        }) {
-            response.headers_mut().append(name, value.clone());
-        }
-        response
+        relay(status, &headers, body)
     }
 
     /// moto's `GetAuthorizationToken` answer with unique tokens and a live expiry.
@@ -361,6 +445,18 @@ impl Shared {
     }
 }
 
+/// An answer with moto's status, headers (but the framing ones) and `body`.
+fn relay(status: StatusCode, headers: &HeaderMap, body: Bytes) -> Response {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    for (name, value) in headers.iter().filter(|(n, _)| {
+        *n != header::CONTENT_LENGTH && *n != header::TRANSFER_ENCODING && *n != header::CONNECTION
+    }) {
+        response.headers_mut().append(name, value.clone());
+    }
+    response
+}
+
 async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let body = match axum::body::to_bytes(body, 1 << 20).await {
@@ -376,9 +472,22 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         .headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok());
-    if target != Some(TARGET) {
-        return shared.forward(parts.method, parts.headers, body).await;
+    if target.is_some_and(|t| t.starts_with(public::SERVICE_PREFIX)) {
+        return public::handle(&shared, &parts, &body);
     }
+    if target.is_none() && sts::is_sts(&parts.headers, &body) {
+        return sts::handle(&shared, parts, body).await;
+    }
+    if target != Some(TARGET) {
+        return shared.pass_through(parts.method, parts.headers, body).await;
+    }
+    let signer = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(protocol::scope)
+        .map(|s| s.access_key_id);
+    shared.lock().signers.push(signer);
     if let Some((status, code, message)) =
         violation(&parts.method, parts.uri.path(), &parts.headers, &body)
     {
@@ -472,47 +581,6 @@ fn violation(
     None
 }
 
-/// Checks the shape of a SigV4 `Authorization` header:
-/// `AWS4-HMAC-SHA256 Credential=<key>/<yyyymmdd>/<region>/<service>/aws4_request,
-/// SignedHeaders=…, Signature=<hex>`, and that `X-Amz-Date` is there.
-fn check_sigv4(authorization: &str, date: Option<&str>) -> Result<(), String> {
-    let rest = authorization
-        .strip_prefix("AWS4-HMAC-SHA256 ")
-        .ok_or("Authorization header requires the AWS4-HMAC-SHA256 algorithm")?;
-    let field = |name: &str| {
-        rest.split(',')
-            .map(str::trim)
-            .find_map(|f| f.strip_prefix(name))
-            .ok_or(format!(
-                "Authorization header requires '{}' parameter.",
-                name.trim_end_matches('=')
-            ))
-    };
-    let credential = field("Credential=")?;
-    field("SignedHeaders=")?;
-    let signature = field("Signature=")?;
-    let scope: Vec<&str> = credential.split('/').collect();
-    let scope_ok = scope.len() == 5
-        && !scope[0].is_empty()
-        && scope[1].len() == 8
-        && scope[1].bytes().all(|b| b.is_ascii_digit())
-        && !scope[2].is_empty()
-        && scope[4] == "aws4_request";
-    if !scope_ok {
-        return Err(format!("Credential scope is malformed: {credential:?}"));
-    }
-    if signature.is_empty() || !signature.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err("Signature must be hex".into());
-    }
-    if date.is_none() {
-        return Err(
-            "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."
-                .into(),
-        );
-    }
-    Ok(())
-}
-
 fn fault_response(fault: Fault) -> Response {
     let bad = StatusCode::BAD_REQUEST;
     match fault {
@@ -549,45 +617,4 @@ fn fault_response(fault: Fault) -> Response {
             "unreachable: hang".into(),
         ),
     }
-}
-
-/// An `awsJson1_1` error answer as AWS sends it.
-fn aws_error(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = json!({"__type": code, "message": message}).to_string();
-    let mut response = Response::new(Body::from(body));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
-    headers.insert("x-amzn-requestid", request_id());
-    // ECR's modelled errors (ServerException, InvalidParameterException) carry the bare
-    // code; the framework's (auth, throttling, validation) the code and its namespace URL.
-    let error_type = match code {
-        "ServerException" | "InvalidParameterException" => code.to_string(),
-        _ => format!("{code}{CORAL_SUFFIX}"),
-    };
-    if let Ok(value) = HeaderValue::from_str(&error_type) {
-        headers.insert("x-amzn-errortype", value);
-    }
-    response
-}
-
-/// A fresh request ID in AWS's UUID form.
-fn request_id() -> HeaderValue {
-    let n: u128 = rand::random();
-    let hex = format!("{n:032x}");
-    let id = format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    );
-    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
-}
-
-fn plain(status: StatusCode, message: String) -> Response {
-    let mut response = Response::new(Body::from(message));
-    *response.status_mut() = status;
-    response
 }
