@@ -1,11 +1,12 @@
 //! One token per (identity, region) key, shared: the real (release) operator binary against
 //! the Kubernetes stand-in and the ECR stand-in in front of moto, default configuration.
 //!
-//! 1,000 resources (created before the operator starts) spread evenly over 10 token keys
-//! (10 regions, the operator's own identity). Reported: ECR calls until every resource is
-//! Ready (the first cycle) and during the next refresh cycle (tokens said to live 130 s,
-//! so every resource is due about 65 s after it was served), the time from start to all
-//! Ready, and the operator's peak RSS.
+//! 1,000 resources (created before the operator starts) spread evenly over 10 token keys:
+//! 5 regions × 2 identities (the operator's own, and a role it assumes through STS), each
+//! region with registries of two accounts. Reported: ECR and STS calls until every
+//! resource is Ready (the first cycle) and during the next refresh cycle (tokens said to
+//! live 130 s, so every resource is due about 65 s after it was served), the time from
+//! start to all Ready, and the operator's peak RSS.
 //!
 //! Run: `cargo bench --bench shared_tokens` (needs the `.venv` with moto, as the tests do).
 //! `SHARED_TOKENS_RESOURCES=200` changes the number of resources.
@@ -24,18 +25,15 @@ use kube_standin::{RunningServer, StandIn};
 use serde_json::{Value, json};
 
 const CRS: &str = "ecr.aws.edenlab.io/v1alpha1/ecrtokenrefreshes";
-const REGIONS: [&str; 10] = [
+const REGIONS: [&str; 5] = [
     "us-east-1",
-    "us-east-2",
-    "us-west-1",
     "us-west-2",
     "eu-west-1",
-    "eu-west-2",
     "eu-central-1",
-    "ap-southeast-1",
     "ap-northeast-1",
-    "ca-central-1",
 ];
+/// The role half of the resources get their tokens with.
+const ROLE: &str = "arn:aws:iam::111111111111:role/bench-pull";
 
 fn rss_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -95,6 +93,7 @@ impl Operator {
             .env("ECR_TOKEN_REFRESH_SERVER__LISTEN", "127.0.0.1:0")
             .env("KUBECONFIG", dir.path().join("kubeconfig"))
             .env("AWS_ENDPOINT_URL_ECR", ecr_url)
+            .env("AWS_ENDPOINT_URL_STS", ecr_url)
             .env("AWS_ACCESS_KEY_ID", ecr::ACCESS_KEY_ID)
             .env("AWS_SECRET_ACCESS_KEY", ecr::SECRET_ACCESS_KEY)
             .env("AWS_REGION", "us-east-1")
@@ -142,17 +141,21 @@ async fn main() {
     for i in 0..n {
         let region = REGIONS[i % REGIONS.len()];
         // Two accounts per region: one key serves both.
-        let account = if i % 20 < 10 {
+        let account = if (i / REGIONS.len()) % 2 == 0 {
             "111111111111"
         } else {
             "222222222222"
         };
+        let mut spec = json!({"ecrRegistry": format!("{account}.dkr.ecr.{region}.amazonaws.com"),
+                              "frequency": "12h"});
+        if (i / (2 * REGIONS.len())) % 2 == 1 {
+            spec["auth"] = json!({"roleArn": ROLE});
+        }
         api.create(
             CRS,
             json!({"apiVersion": "ecr.aws.edenlab.io/v1alpha1", "kind": "ECRTokenRefresh",
                    "metadata": {"name": format!("r{i:04}"), "namespace": "default"},
-                   "spec": {"ecrRegistry": format!("{account}.dkr.ecr.{region}.amazonaws.com"),
-                            "frequency": "12h"}}),
+                   "spec": spec}),
         )
         .unwrap();
     }
@@ -166,6 +169,7 @@ async fn main() {
     .await;
     let _ = started;
     let first_cycle = ecr.requests();
+    let first_sts = ecr.sts_calls().len();
     let served: Vec<String> = statuses(&api).into_iter().map(|(_, t)| t).collect();
     let latest = served.iter().max().cloned().unwrap_or_default();
 
@@ -178,16 +182,19 @@ async fn main() {
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let second_cycle = ecr.requests() - first_cycle;
+    let second_sts = ecr.sts_calls().len() - first_sts;
     let peak = rss_kib(op.child.id(), "VmHWM:");
     let idle = rss_kib(op.child.id(), "VmRSS:");
 
     println!("| measure | value |\n|---|---:|");
     println!(
         "| resources / token keys | {n} / {} |",
-        REGIONS.len().min(n)
+        (2 * REGIONS.len()).min(n)
     );
     println!("| ECR calls until all Ready (first cycle) | {first_cycle} |");
+    println!("| STS calls until all Ready (first cycle) | {first_sts} |");
     println!("| ECR calls in the next refresh cycle | {second_cycle} |");
+    println!("| STS calls in the next refresh cycle | {second_sts} |");
     println!(
         "| operator start to all Ready | {:.2} s |",
         all_ready.as_secs_f64()
