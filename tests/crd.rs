@@ -39,7 +39,9 @@ fn crd_has_the_columns_and_subresource_users_expect() {
         serde_json::json!(["ecrRegistry", "frequency"]),
         "region is optional: it comes from the host"
     );
-    let rule = spec["x-kubernetes-validations"][0]["rule"].as_str().unwrap();
+    let rule = spec["x-kubernetes-validations"][0]["rule"]
+        .as_str()
+        .unwrap();
     assert!(
         rule.contains("!has(self.region) ||") && rule.contains("self.region"),
         "{rule}"

@@ -81,14 +81,20 @@ async fn a_role_gets_every_token_of_the_secret() {
         assert_eq!(call.action, "AssumeRole");
         assert_eq!(call.role_arn.as_deref(), Some(ROLE));
         assert_eq!(call.external_id.as_deref(), Some(EXTERNAL_ID));
-        assert!(call.signed.is_some(), "AssumeRole is signed by the operator");
+        assert!(
+            call.signed.is_some(),
+            "AssumeRole is signed by the operator"
+        );
     }
     let issued: Vec<String> = sts
         .iter()
         .map(|c| c.issued.as_ref().unwrap().access_key_id.clone())
         .collect();
     assert_eq!(signers.len(), 2, "two private regions: {signers:?}");
-    for signer in signers.iter().chain(public.iter().map(|p| &p.access_key_id)) {
+    for signer in signers
+        .iter()
+        .chain(public.iter().map(|p| &p.access_key_id))
+    {
         let key = signer.as_deref().expect("signed");
         assert!(
             issued.iter().any(|i| i == key),
@@ -126,14 +132,20 @@ async fn web_identity_through_the_namespaces_service_account() {
     let asked = env.cluster.api.token_requests();
     assert_eq!(asked.len(), 1, "one TokenRequest");
     assert_eq!(
-        (asked[0].namespace.as_str(), asked[0].service_account.as_str()),
+        (
+            asked[0].namespace.as_str(),
+            asked[0].service_account.as_str()
+        ),
         ("default", "puller")
     );
     assert_eq!(asked[0].audiences, [WEB_IDENTITY_AUDIENCE]);
     let sts = env.ecr.sts_calls();
     assert_eq!(sts.len(), 1);
     assert_eq!(sts[0].action, "AssumeRoleWithWebIdentity");
-    assert_eq!(sts[0].web_identity_token.as_deref(), Some(asked[0].token.as_str()));
+    assert_eq!(
+        sts[0].web_identity_token.as_deref(),
+        Some(asked[0].token.as_str())
+    );
     assert_eq!(
         env.ecr.signers(),
         [Some(sts[0].issued.as_ref().unwrap().access_key_id.clone())]
@@ -162,8 +174,10 @@ async fn web_identity_through_the_namespaces_service_account() {
 async fn an_sts_failure_is_classified_named_and_retried_with_backoff() {
     let env = Env::start().await;
     env.ecr.fail_next_sts(2, StsFault::AccessDenied);
-    env.cluster
-        .apply_sample("denied", json!({"auth": {"roleArn": ROLE, "externalId": EXTERNAL_ID}}));
+    env.cluster.apply_sample(
+        "denied",
+        json!({"auth": {"roleArn": ROLE, "externalId": EXTERNAL_ID}}),
+    );
     let ready = env
         .cluster
         .wait_ready("denied", "False", "ECRAccessDenied")
@@ -171,7 +185,10 @@ async fn an_sts_failure_is_classified_named_and_retried_with_backoff() {
     let message = ready["message"].as_str().unwrap().to_string();
     assert!(message.contains(ROLE), "{message}");
     assert!(!message.contains(EXTERNAL_ID), "{message}");
-    assert!(!message.contains(common::ecr::SECRET_ACCESS_KEY), "{message}");
+    assert!(
+        !message.contains(common::ecr::SECRET_ACCESS_KEY),
+        "{message}"
+    );
     assert_eq!(env.ecr.requests(), 0, "no ECR call without the role");
     // The second failure, after a backoff, is counted in status.
     let counted = env
@@ -184,7 +201,9 @@ async fn an_sts_failure_is_classified_named_and_retried_with_backoff() {
         .await;
     assert!(counted, "{:#}", env.cluster.cr("denied")["status"]);
 
-    env.cluster.wait_ready("denied", "True", "TokenRefreshed").await;
+    env.cluster
+        .wait_ready("denied", "True", "TokenRefreshed")
+        .await;
     let outcomes: Vec<String> = env
         .ecr
         .sts_calls()
