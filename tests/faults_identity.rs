@@ -8,12 +8,16 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::ecr::{EcrStandIn, Mode, StsFault};
+use common::moto::Moto;
 use common::tokens::ScriptedTokens;
+use common::world::password_in;
 use common::*;
 use ecr_token_refresh::controller::{self, Observers};
-use ecr_token_refresh::ecr::TokenSource;
+use ecr_token_refresh::ecr::{AwsTokenSource, TokenSource};
 use ecr_token_refresh::metrics::Metrics;
-use serde_json::json;
+use jiff::SignedDuration;
+use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 const ROLE: &str = "arn:aws:iam::123456789012:role/team-a-pull";
@@ -148,4 +152,162 @@ async fn tokens_of_identities_no_resource_uses_any_more_leave_the_cache() {
         "the cache still holds {keys} keys for one resource after {EDITS} identity changes"
     );
     assert_eq!(after, before, "the key in use stayed in the cache");
+}
+
+/// Creates `name` in `namespace`: the original sample with `spec` merged in.
+fn apply_in(cluster: &Cluster, namespace: &str, name: &str, spec: Value) {
+    let mut base = json!({"ecrRegistry": HOST, "frequency": "8h"});
+    if let (Some(b), Value::Object(extra)) = (base.as_object_mut(), spec) {
+        b.extend(extra);
+    }
+    cluster
+        .api
+        .create(
+            CRS,
+            json!({"apiVersion": "ecr.aws.edenlab.io/v1alpha1", "kind": "ECRTokenRefresh",
+                   "metadata": {"name": name, "namespace": namespace}, "spec": base}),
+        )
+        .unwrap();
+}
+
+async fn wait_ready_in(
+    cluster: &Cluster,
+    namespace: &str,
+    name: &str,
+    status: &str,
+    reason: &str,
+) -> Value {
+    let ok = cluster
+        .api
+        .wait_for(WAIT, |api| {
+            let c = ready_of(&api.get(CRS, Some(namespace), name).unwrap_or_default());
+            c["status"] == status && c["reason"] == reason
+        })
+        .await;
+    let cr = cluster
+        .api
+        .get(CRS, Some(namespace), name)
+        .unwrap_or_default();
+    assert!(
+        ok,
+        "{namespace}/{name} never got Ready={status}/{reason}: {:#}",
+        cr["status"]
+    );
+    ready_of(&cr)
+}
+
+/// A tenant trying to ride on another tenant's identity through the shared cache: a
+/// `serviceAccountRef` that names another namespace reaches only its own namespace's
+/// ServiceAccount (none there: refused, no STS call, no Secret); the same role with another
+/// external ID is another key (its own `AssumeRole`, with its own external ID, its own token);
+/// and a refused web identity token never shows in status or Events.
+#[tokio::test]
+async fn another_tenants_service_account_or_external_id_is_never_shared() {
+    let moto = Moto::start();
+    let ecr = EcrStandIn::start(&moto).await;
+    ecr.set_mode(Mode::Realistic {
+        lifetime: SignedDuration::from_hours(12),
+    });
+    let cluster = Cluster::start().await;
+    let source = AwsTokenSource::new(ecr.sdk_config(1, Duration::from_secs(5)).await)
+        .with_kube_client(cluster.client.clone());
+    let running = start_controller(cluster.client.clone(), Arc::new(source), fast_settings());
+    cluster
+        .api
+        .create(
+            "v1/serviceaccounts",
+            json!({"metadata": {"name": "puller", "namespace": "default"}}),
+        )
+        .unwrap();
+
+    // Tenant A: web identity through default/puller.
+    apply_in(
+        &cluster,
+        "default",
+        "a",
+        json!({"auth": {"roleArn": ROLE, "serviceAccountRef": {"name": "puller"}}}),
+    );
+    wait_ready_in(&cluster, "default", "a", "True", "TokenRefreshed").await;
+    let a_password = password_in(&cluster.secret("a").unwrap(), HOST);
+    assert_eq!(ecr.sts_calls().len(), 1);
+
+    // Tenant B names A's ServiceAccount, with A's namespace in the reference.
+    apply_in(
+        &cluster,
+        "team-b",
+        "b",
+        json!({"auth": {"roleArn": ROLE, "serviceAccountRef": {"name": "puller", "namespace": "default"}}}),
+    );
+    let ready = wait_ready_in(&cluster, "team-b", "b", "False", "ECRRequestFailed").await;
+    let message = ready["message"].as_str().unwrap();
+    assert!(message.contains("team-b/puller"), "{message}");
+    // The stand-in records the tokens it issued: none more (team-b/puller does not exist).
+    let asked = cluster.api.token_requests();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(
+        ecr.sts_calls().len(),
+        1,
+        "no STS call without a token of its own"
+    );
+    assert!(cluster.api.get(SECRETS, Some("team-b"), "b").is_none());
+
+    // Tenant C: the same role assumed by the operator, with another external ID: its own
+    // call and token, never A's.
+    apply_in(
+        &cluster,
+        "team-c",
+        "c",
+        json!({"auth": {"roleArn": ROLE, "externalId": "team-c-guess"}}),
+    );
+    wait_ready_in(&cluster, "team-c", "c", "True", "TokenRefreshed").await;
+    let sts = ecr.sts_calls();
+    assert_eq!(sts.len(), 2, "{sts:#?}");
+    assert_eq!(sts[1].action, "AssumeRole");
+    assert_eq!(sts[1].external_id.as_deref(), Some("team-c-guess"));
+    let c_secret = cluster.api.get(SECRETS, Some("team-c"), "c").unwrap();
+    assert_ne!(password_in(&c_secret, HOST), a_password);
+
+    // STS refuses a web identity token: the status and Events name the role and the
+    // ServiceAccount, never the token.
+    cluster
+        .api
+        .create(
+            "v1/serviceaccounts",
+            json!({"metadata": {"name": "puller", "namespace": "team-d"}}),
+        )
+        .unwrap();
+    ecr.fail_next_sts(1, StsFault::InvalidIdentityToken);
+    apply_in(
+        &cluster,
+        "team-d",
+        "d",
+        json!({"auth": {"roleArn": ROLE, "serviceAccountRef": {"name": "puller"}}}),
+    );
+    let ready = wait_ready_in(&cluster, "team-d", "d", "False", "ECRAccessDenied").await;
+    let jwt = cluster
+        .api
+        .token_requests()
+        .into_iter()
+        .find(|t| t.namespace == "team-d")
+        .expect("a TokenRequest for team-d/puller")
+        .token;
+    let cr = cluster.api.get(CRS, Some("team-d"), "d").unwrap();
+    let events = serde_json::to_string(&cluster.api.list(EVENTS, Some("team-d"))).unwrap();
+    running.stop().await;
+    let message = ready["message"].as_str().unwrap();
+    assert!(
+        message.contains(ROLE) && message.contains("team-d/puller"),
+        "{message}"
+    );
+    let status = cr["status"].to_string();
+    for part in jwt.split('.').filter(|p| p.len() > 8) {
+        assert!(
+            !status.contains(part),
+            "a piece of the web identity token in status: {status}"
+        );
+        assert!(
+            !events.contains(part),
+            "a piece of the web identity token in an Event: {events}"
+        );
+    }
 }
