@@ -141,7 +141,7 @@ async fn main() {
     for i in 0..n {
         let region = REGIONS[i % REGIONS.len()];
         // Two accounts per region: one key serves both.
-        let account = if (i / REGIONS.len()) % 2 == 0 {
+        let account = if (i / REGIONS.len()).is_multiple_of(2) {
             "111111111111"
         } else {
             "222222222222"
