@@ -128,6 +128,7 @@ pub struct Metrics {
     plugin_duration: Family<PluginLabels, Histogram, fn() -> Histogram>,
     expiry: Arc<ExpiryCollector>,
     leader: Gauge,
+    token_cache_keys: Gauge,
 }
 
 impl Default for Metrics {
@@ -145,6 +146,7 @@ impl Default for Metrics {
             plugin_duration: Family::new_with_constructor(plugin_histogram),
             expiry: Arc::new(ExpiryCollector::default()),
             leader: Gauge::default(),
+            token_cache_keys: Gauge::default(),
         }
     }
 }
@@ -216,6 +218,12 @@ impl Metrics {
             "leader",
             "1 while this replica reconciles (is the leader, or leader election is off), else 0",
             self.leader.clone(),
+        );
+        registry.register(
+            "token_cache_keys",
+            "Token keys (identity, region, FIPS, private or ECR Public) the shared token cache \
+             holds a token or a call for",
+            self.token_cache_keys.clone(),
         );
         registry.register_collector(Box::new(Arc::clone(&self.expiry)));
     }
@@ -333,6 +341,18 @@ impl Metrics {
     /// Keeps the expiry series only of the resources for which `keep(namespace, name)`.
     pub fn retain_expiry(&self, keep: impl Fn(&str, &str) -> bool) {
         self.expiry.retain(|l| keep(&l.namespace, &l.name));
+    }
+
+    /// Sets the gauge of the keys the shared token cache holds
+    /// ([`crate::ecr::TokenCache::len`]).
+    pub fn set_token_cache_keys(&self, keys: usize) {
+        self.token_cache_keys
+            .set(i64::try_from(keys).unwrap_or(i64::MAX));
+    }
+
+    /// How many keys the shared token cache held when last looked at.
+    pub fn token_cache_keys(&self) -> i64 {
+        self.token_cache_keys.get()
     }
 
     /// Sets the leader gauge.

@@ -485,5 +485,18 @@ async fn observe_store(
             .collect();
         ctx.memory.retain_resources(|uid| uids.contains(uid));
         ctx.tokens.evict_expired(jiff::Timestamp::now());
+        let in_use = keys_in_use(&store.state());
+        ctx.tokens.retain_keys(|key| in_use.contains(key));
+        ctx.metrics.set_token_cache_keys(ctx.tokens.len());
     }
+}
+
+/// The token keys the resources of `crs` use (those with a valid spec): what the shared
+/// token cache keeps.
+fn keys_in_use(crs: &[Arc<ECRTokenRefresh>]) -> BTreeSet<crate::ecr::TokenKey> {
+    crs.iter()
+        .filter_map(|cr| Some((cr.metadata.namespace.as_deref()?, cr.spec.validate().ok()?)))
+        .flat_map(|(namespace, spec)| observe::wanted(&spec, namespace))
+        .map(|wanted| wanted.key)
+        .collect()
 }

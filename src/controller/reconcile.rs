@@ -328,6 +328,7 @@ impl Reconciler<'_> {
                 .map(|r| self.ctx.tokens.get(r, |h| input.accepts_token(h))),
         )
         .await;
+        self.ctx.metrics.set_token_cache_keys(self.ctx.tokens.len());
         let mut tokens = Vec::with_capacity(obtained.len());
         let mut first_error = None;
         for o in obtained {

@@ -237,6 +237,16 @@ impl TokenCache {
         });
     }
 
+    /// Drops the slots of keys for which `in_use` is false (no resource uses them any
+    /// more: a spec moved to another identity or region, or the resource is gone), except
+    /// where a call is under way. Tokens are kept only for keys that resources use, so the
+    /// cache grows with the resources that exist, not with every identity a tenant ever
+    /// named.
+    pub fn retain_keys(&self, in_use: impl Fn(&TokenKey) -> bool) {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots.retain(|key, slot| in_use(key) || slot.try_lock().is_err());
+    }
+
     /// How many keys hold a slot (for tests and metrics).
     pub fn len(&self) -> usize {
         self.slots.lock().unwrap_or_else(|p| p.into_inner()).len()
@@ -344,6 +354,30 @@ mod tests {
         assert_eq!(source.calls.load(Ordering::SeqCst), 1);
         // A caller arriving after the failure asks again.
         assert!(cache.get(&request("us-east-1"), |_| true).await.called);
+    }
+
+    #[tokio::test]
+    async fn keys_no_one_uses_are_dropped_unless_a_call_is_under_way() {
+        let source = Arc::new(Counting::default());
+        let cache = Arc::new(TokenCache::new(source.clone()));
+        let _ = cache.get(&request("us-east-1"), |_| true).await;
+        let _ = cache.get(&request("eu-west-1"), |_| true).await;
+        // A call under way for a third key.
+        let flying = {
+            let cache = Arc::clone(&cache);
+            tokio::spawn(async move { cache.get(&request("ap-south-1"), |_| true).await })
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while source.calls.load(Ordering::SeqCst) < 3 {
+            assert!(Instant::now() < deadline, "the third call never started");
+            tokio::task::yield_now().await;
+        }
+        cache.retain_keys(|k| k.region == "us-east-1");
+        assert_eq!(cache.len(), 2, "the key in use and the one in flight");
+        assert!(flying.await.unwrap().result.is_ok());
+        // The dropped key is asked again; the kept one is not.
+        assert!(!cache.get(&request("us-east-1"), |_| true).await.called);
+        assert!(cache.get(&request("eu-west-1"), |_| true).await.called);
     }
 
     #[tokio::test]
