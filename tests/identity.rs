@@ -578,6 +578,27 @@ fn assert_within(actual: Timestamp, expected: Timestamp) {
     );
 }
 
+/// Runs the test `name` of this binary alone in a child process with `child_env` set (and
+/// the parent's environment), and fails unless it passed.
+async fn run_alone(name: &'static str, child_env: &'static str) {
+    let exe = std::env::current_exe().expect("test binary");
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(exe)
+            .args([name, "--exact", "--test-threads=1"])
+            .env(child_env, "1")
+            .output()
+            .expect("run the child test")
+    })
+    .await
+    .expect("join");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "the child test failed or did not run:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// Spans and their fields, as a tracing layer sees them.
 #[derive(Clone, Default)]
 struct Spans(Arc<Mutex<Vec<(String, SpanFields)>>>);
@@ -632,6 +653,14 @@ where
 
 #[tokio::test]
 async fn spans_name_the_role_and_outcome_and_never_a_credential() {
+    // tracing caches each callsite's interest process-wide: a test running in parallel
+    // without a subscriber can leave a span of ours "never interesting" for this one's
+    // scoped subscriber. So the test body runs alone, in a child process.
+    const CHILD: &str = "IDENTITY_SPANS_CHILD";
+    if std::env::var_os(CHILD).is_none() {
+        run_alone("spans_name_the_role_and_outcome_and_never_a_credential", CHILD).await;
+        return;
+    }
     let env = Env::start().await;
     env.service_account("team-a", "builder");
     let source = env.source().await;
