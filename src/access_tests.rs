@@ -36,6 +36,7 @@ fn web(arn: &str) -> Identity {
         namespace: "team-a-dev".into(),
         service_account: "puller".into(),
         role_arn: arn.into(),
+        session_name: None,
     }
 }
 
@@ -301,6 +302,7 @@ fn denials_name_roles_never_credentials() {
                 namespace: "team-b".into(),
                 service_account: "puller".into(),
                 role_arn: A_ROLE.into(),
+                session_name: None,
             },
         )
         .unwrap_err();

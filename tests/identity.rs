@@ -122,6 +122,7 @@ fn web_identity(service_account: &str) -> Identity {
         namespace: "team-a".into(),
         service_account: service_account.into(),
         role_arn: ROLE.into(),
+        session_name: None,
     }
 }
 
@@ -658,7 +659,11 @@ async fn spans_name_the_role_and_outcome_and_never_a_credential() {
     // scoped subscriber. So the test body runs alone, in a child process.
     const CHILD: &str = "IDENTITY_SPANS_CHILD";
     if std::env::var_os(CHILD).is_none() {
-        run_alone("spans_name_the_role_and_outcome_and_never_a_credential", CHILD).await;
+        run_alone(
+            "spans_name_the_role_and_outcome_and_never_a_credential",
+            CHILD,
+        )
+        .await;
         return;
     }
     let env = Env::start().await;

@@ -126,7 +126,8 @@ async fn web_identity_through_the_namespaces_service_account() {
             json!({"metadata": {"name": "puller", "namespace": "default"}}),
         )
         .unwrap();
-    let auth = json!({"auth": {"roleArn": ROLE, "serviceAccountRef": {"name": "puller"}}});
+    let auth = json!({"auth": {"roleArn": ROLE, "sessionName": "team-a-ci",
+                               "serviceAccountRef": {"name": "puller"}}});
     env.cluster.apply_sample("wi", auth);
     env.cluster.wait_ready("wi", "True", "TokenRefreshed").await;
     let asked = env.cluster.api.token_requests();
@@ -142,6 +143,7 @@ async fn web_identity_through_the_namespaces_service_account() {
     let sts = env.ecr.sts_calls();
     assert_eq!(sts.len(), 1);
     assert_eq!(sts[0].action, "AssumeRoleWithWebIdentity");
+    assert_eq!(sts[0].role_session_name.as_deref(), Some("team-a-ci"));
     assert_eq!(
         sts[0].web_identity_token.as_deref(),
         Some(asked[0].token.as_str())

@@ -215,6 +215,7 @@ async fn a_service_account_identity_is_per_namespace() {
                 namespace,
                 service_account,
                 role_arn,
+                ..
             } => {
                 assert_eq!(
                     (service_account.as_str(), role_arn.as_str()),

@@ -135,6 +135,11 @@ pub struct ECRTokenRefreshSpec {
 /// with a token of a ServiceAccount of the resource's own namespace (as IRSA does for pods).
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.serviceAccountRef) || !has(self.externalId)",
+    "message": "externalId is not used with serviceAccountRef (AssumeRoleWithWebIdentity takes no external ID)",
+    "fieldPath": ".externalId"
+}]))]
 pub struct AuthSpec {
     /// The role to assume, `arn:<partition>:iam::<account>:role/<path/name>`.
     #[schemars(
@@ -342,11 +347,13 @@ impl ValidSpec {
             Some(AuthSpec {
                 role_arn,
                 service_account_ref: Some(sa),
+                session_name,
                 ..
             }) => Identity::WebIdentity {
                 namespace: namespace.to_string(),
                 service_account: sa.name.clone(),
                 role_arn: role_arn.clone(),
+                session_name: session_name.clone(),
             },
             Some(auth) => Identity::Role {
                 arn: auth.role_arn.clone(),
@@ -451,6 +458,14 @@ impl ECRTokenRefreshSpec {
                 message: format!(
                     "{name:?} must be 2 to 64 characters of letters, digits and _+=,.@-"
                 ),
+            });
+        }
+        if auth.service_account_ref.is_some() && auth.external_id.is_some() {
+            return Err(SpecError {
+                field: "auth.externalId",
+                message: "is not used with serviceAccountRef: AssumeRoleWithWebIdentity takes \
+                          no external ID (the role's trust policy names the ServiceAccount)"
+                    .into(),
             });
         }
         if let Some(sa) = &auth.service_account_ref
@@ -631,6 +646,94 @@ mod tests {
         assert_eq!(v.frequency, Duration::from_secs(8 * 3600));
         assert_eq!(v.registry.account_id, "123456789012");
         assert_eq!(sample().policy, None);
+    }
+
+    #[test]
+    fn region_is_optional_and_additional_registries_and_auth_are_checked_naming_the_field() {
+        let field = |yaml: &str| {
+            let spec: ECRTokenRefreshSpec = serde_yaml::from_str(yaml).unwrap();
+            spec.validate()
+                .map(|_| ())
+                .map_err(|e| (e.field, e.to_string()))
+        };
+        let base = "ecrRegistry: 123456789012.dkr.ecr.eu-west-1.amazonaws.com\nfrequency: 8h\n";
+        assert_eq!(field(base), Ok(()), "region may be left out");
+        let with = |extra: &str| field(&format!("{base}{extra}"));
+
+        // additionalRegistries: any account and region, FIPS, China, GovCloud, ECR Public.
+        let v: ECRTokenRefreshSpec = serde_yaml::from_str(&format!(
+            "{base}additionalRegistries: [111111111111.dkr.ecr-fips.us-east-1.amazonaws.com, \
+             222222222222.dkr.ecr.us-gov-west-1.amazonaws.com, public.ecr.aws]"
+        ))
+        .unwrap();
+        let hosts: Vec<String> = v
+            .validate()
+            .unwrap()
+            .registries()
+            .iter()
+            .map(|r| r.host().to_string())
+            .collect();
+        assert_eq!(hosts[0], "123456789012.dkr.ecr.eu-west-1.amazonaws.com");
+        assert_eq!(hosts[3], "public.ecr.aws");
+        let e = with("additionalRegistries: [docker.io]").unwrap_err();
+        assert_eq!(e.0, "additionalRegistries", "{e:?}");
+        assert!(e.1.contains("item 0"), "{e:?}");
+        let e = with("additionalRegistries: [123456789012.dkr.ecr.eu-west-1.amazonaws.com]");
+        assert_eq!(
+            e.unwrap_err().0,
+            "additionalRegistries",
+            "ecrRegistry again"
+        );
+        let e = with("additionalRegistries: [public.ecr.aws, public.ecr.aws]");
+        assert_eq!(e.unwrap_err().0, "additionalRegistries");
+        let many: Vec<String> = (0..17)
+            .map(|i| format!("{:012}.dkr.ecr.us-east-1.amazonaws.com", i))
+            .collect();
+        let e = with(&format!("additionalRegistries: [{}]", many.join(", ")));
+        assert_eq!(e.unwrap_err().0, "additionalRegistries");
+
+        // auth.
+        let role = "arn:aws:iam::111111111111:role/pull";
+        assert_eq!(with(&format!("auth: {{roleArn: \"{role}\"}}")), Ok(()));
+        let e = with("auth: {roleArn: \"arn:aws:iam::1111:role/pull\"}").unwrap_err();
+        assert_eq!(e.0, "auth.roleArn");
+        let e = with("auth: {roleArn: \"arn:aws-cn:iam::111111111111:role/pull\"}").unwrap_err();
+        assert!(e.0 == "auth.roleArn" && e.1.contains("partition"), "{e:?}");
+        let e = with(&format!(
+            "auth: {{roleArn: \"{role}\", sessionName: \"a b\"}}"
+        ));
+        assert_eq!(e.unwrap_err().0, "auth.sessionName");
+        let e = with(&format!(
+            "auth: {{roleArn: \"{role}\", externalId: x1, serviceAccountRef: {{name: puller}}}}"
+        ));
+        assert_eq!(
+            e.unwrap_err().0,
+            "auth.externalId",
+            "no external ID with web identity"
+        );
+        let e = with(&format!(
+            "auth: {{roleArn: \"{role}\", serviceAccountRef: {{name: Not_A_Name}}}}"
+        ));
+        assert_eq!(e.unwrap_err().0, "auth.serviceAccountRef.name");
+
+        // The identity: per namespace for a ServiceAccount, with the session name.
+        let spec: ECRTokenRefreshSpec = serde_yaml::from_str(&format!(
+            "{base}auth: {{roleArn: \"{role}\", sessionName: team-a, serviceAccountRef: {{name: puller}}}}"
+        ))
+        .unwrap();
+        assert_eq!(
+            spec.validate().unwrap().identity("team-a"),
+            Identity::WebIdentity {
+                namespace: "team-a".into(),
+                service_account: "puller".into(),
+                role_arn: role.into(),
+                session_name: Some("team-a".into()),
+            }
+        );
+        assert_eq!(
+            sample().validate().unwrap().identity("x"),
+            Identity::Operator
+        );
     }
 
     #[test]

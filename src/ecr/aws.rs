@@ -297,6 +297,7 @@ impl AwsTokenSource {
                 namespace,
                 service_account,
                 role_arn,
+                session_name,
             } => {
                 let Some(kube) = &self.kube else {
                     return Err(Failure::new(
@@ -311,7 +312,13 @@ impl AwsTokenSource {
                 let token_of = format!("ServiceAccount {namespace}/{service_account}");
                 let result = self
                     .sts
-                    .assume_role_with_web_identity(key, role_arn, &jwt, &token_of)
+                    .assume_role_with_web_identity(
+                        key,
+                        role_arn,
+                        session_name.as_deref().unwrap_or(DEFAULT_SESSION_NAME),
+                        &jwt,
+                        &token_of,
+                    )
                     .await;
                 ("AssumeRoleWithWebIdentity", result)
             }

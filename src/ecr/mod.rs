@@ -65,6 +65,8 @@ pub enum Identity {
         service_account: String,
         /// The role's ARN.
         role_arn: String,
+        /// The session name (default: [`DEFAULT_SESSION_NAME`], `ecr-token-refresh`).
+        session_name: Option<String>,
     },
 }
 
@@ -83,11 +85,13 @@ impl std::fmt::Debug for Identity {
                 namespace,
                 service_account,
                 role_arn,
+                session_name,
             } => f
                 .debug_struct("WebIdentity")
                 .field("namespace", namespace)
                 .field("service_account", service_account)
                 .field("role_arn", role_arn)
+                .field("session_name", session_name)
                 .finish(),
         }
     }
@@ -102,6 +106,7 @@ impl std::fmt::Display for Identity {
                 namespace,
                 service_account,
                 role_arn,
+                ..
             } => write!(
                 f,
                 "role {role_arn} through ServiceAccount {namespace}/{service_account}"

@@ -121,6 +121,7 @@ impl StsClients {
         &self,
         key: &ClientKey,
         role_arn: &str,
+        session_name: &str,
         web_identity_token: &SecretString,
         token_of: &str,
     ) -> Result<AssumedRole, Failure> {
@@ -134,7 +135,7 @@ impl StsClients {
             .client(key)
             .assume_role_with_web_identity()
             .role_arn(role_arn)
-            .role_session_name(DEFAULT_SESSION_NAME)
+            .role_session_name(session_name)
             .web_identity_token(web_identity_token.expose_secret())
             .send()
             .instrument(span.clone())
