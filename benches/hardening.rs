@@ -17,37 +17,21 @@ mod ecr;
 #[allow(dead_code)]
 #[path = "../tests/common/moto.rs"]
 mod moto;
+#[allow(dead_code)]
+#[path = "common/operator.rs"]
+mod operator;
 
-use std::process::{Child, Command, Stdio};
+use operator::{Operator, rss_kib, wait};
+
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use kube_standin::{FaultRule, RunningServer, StandIn, Verb};
+use kube_standin::{FaultRule, StandIn, Verb};
 use serde_json::{Value, json};
 
 const CRS: &str = "ecr.aws.edenlab.io/v1alpha1/ecrtokenrefreshes";
 const SECRETS: &str = "v1/secrets";
 const HOST: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
-
-fn rss_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
-}
-
-async fn wait(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    while !f() {
-        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    started.elapsed()
-}
 
 fn ready(api: &StandIn, name: &str) -> Value {
     api.get(CRS, Some("default"), name)
@@ -69,51 +53,6 @@ fn apply(api: &StandIn, name: &str) {
     .unwrap();
 }
 
-struct Operator {
-    child: Child,
-    _server: RunningServer,
-    _dir: tempfile::TempDir,
-}
-
-impl Operator {
-    async fn start(api: &StandIn, ecr_url: &str) -> Self {
-        let server = api.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("kubeconfig"), server.kubeconfig_yaml()).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_ecr-token-refresh"))
-            .arg("run")
-            .env_clear()
-            .env("ECR_TOKEN_REFRESH_SERVER__LISTEN", "127.0.0.1:0")
-            .env("KUBECONFIG", dir.path().join("kubeconfig"))
-            .env("AWS_ENDPOINT_URL_ECR", ecr_url)
-            .env("AWS_ACCESS_KEY_ID", ecr::ACCESS_KEY_ID)
-            .env("AWS_SECRET_ACCESS_KEY", ecr::SECRET_ACCESS_KEY)
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        Self {
-            child,
-            _server: server,
-            _dir: dir,
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn standin() -> StandIn {
     let api = StandIn::new().with_bookmark_interval(Duration::from_secs(1));
     api.create(
@@ -128,7 +67,7 @@ async fn access_denied(moto: &moto::Moto, window: Duration) -> (u32, Vec<f64>) {
     let ecr = ecr::EcrStandIn::start(moto).await;
     ecr.set_mode(ecr::Mode::Fail(ecr::Fault::AccessDenied));
     let api = standin();
-    let _op = Operator::start(&api, &ecr.url).await;
+    let _op = Operator::start(&api, &[("AWS_ENDPOINT_URL_ECR", &ecr.url)]).await;
     apply(&api, "denied");
     wait("the first attempt", Duration::from_secs(30), || {
         ecr.requests() >= 1
@@ -158,7 +97,7 @@ async fn failing_status(moto: &moto::Moto) -> u32 {
             .gvr("ecr.aws.edenlab.io/v1alpha1/ecrtokenrefreshes/status")
             .times(6),
     );
-    let _op = Operator::start(&api, &ecr.url).await;
+    let _op = Operator::start(&api, &[("AWS_ENDPOINT_URL_ECR", &ecr.url)]).await;
     apply(&api, "status-fails");
     wait("Ready", Duration::from_secs(120), || {
         ready(&api, "status-fails")["status"] == "True"
@@ -178,7 +117,7 @@ async fn junk(moto: &moto::Moto) -> (u64, u64, u64, u64) {
         lifetime: jiff::SignedDuration::from_hours(12),
     });
     let api = standin();
-    let op = Operator::start(&api, &ecr.url).await;
+    let op = Operator::start(&api, &[("AWS_ENDPOINT_URL_ECR", &ecr.url)]).await;
     apply(&api, "served");
     wait("Ready", Duration::from_secs(60), || {
         ready(&api, "served")["status"] == "True"
@@ -226,7 +165,7 @@ async fn long_name(moto: &moto::Moto) -> Duration {
         lifetime: jiff::SignedDuration::from_hours(12),
     });
     let api = standin();
-    let _op = Operator::start(&api, &ecr.url).await;
+    let _op = Operator::start(&api, &[("AWS_ENDPOINT_URL_ECR", &ecr.url)]).await;
     apply(&api, "warm-up");
     wait("Ready", Duration::from_secs(60), || {
         ready(&api, "warm-up")["status"] == "True"

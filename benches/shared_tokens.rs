@@ -17,11 +17,15 @@ mod ecr;
 #[allow(dead_code)]
 #[path = "../tests/common/moto.rs"]
 mod moto;
+#[allow(dead_code)]
+#[path = "common/operator.rs"]
+mod operator;
 
-use std::process::{Child, Command, Stdio};
+use operator::{Operator, rss_kib, wait_every};
+
 use std::time::{Duration, Instant};
 
-use kube_standin::{RunningServer, StandIn};
+use kube_standin::StandIn;
 use serde_json::{Value, json};
 
 const CRS: &str = "ecr.aws.edenlab.io/v1alpha1/ecrtokenrefreshes";
@@ -32,29 +36,10 @@ const REGIONS: [&str; 5] = [
     "eu-central-1",
     "ap-northeast-1",
 ];
+/// How often the statuses of all resources are read while waiting.
+const POLL: Duration = Duration::from_millis(50);
 /// The role half of the resources get their tokens with.
 const ROLE: &str = "arn:aws:iam::111111111111:role/bench-pull";
-
-fn rss_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
-}
-
-/// Polls `f` every 50 ms until it holds; panics after `timeout`.
-async fn wait(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    while !f() {
-        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    started.elapsed()
-}
 
 /// The resources' statuses: (Ready, lastUpdatedTime) each.
 fn statuses(api: &StandIn) -> Vec<(bool, String)> {
@@ -74,48 +59,6 @@ fn statuses(api: &StandIn) -> Vec<(bool, String)> {
             )
         })
         .collect()
-}
-
-struct Operator {
-    child: Child,
-    _server: RunningServer,
-    _dir: tempfile::TempDir,
-}
-
-impl Operator {
-    async fn start(api: &StandIn, ecr_url: &str) -> Self {
-        let server = api.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("kubeconfig"), server.kubeconfig_yaml()).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_ecr-token-refresh"))
-            .arg("run")
-            .env_clear()
-            .env("ECR_TOKEN_REFRESH_SERVER__LISTEN", "127.0.0.1:0")
-            .env("KUBECONFIG", dir.path().join("kubeconfig"))
-            .env("AWS_ENDPOINT_URL_ECR", ecr_url)
-            .env("AWS_ENDPOINT_URL_STS", ecr_url)
-            .env("AWS_ACCESS_KEY_ID", ecr::ACCESS_KEY_ID)
-            .env("AWS_SECRET_ACCESS_KEY", ecr::SECRET_ACCESS_KEY)
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        Self {
-            child,
-            _server: server,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[tokio::main]
@@ -161,8 +104,15 @@ async fn main() {
     }
 
     let started = Instant::now();
-    let op = Operator::start(&api, &ecr.url).await;
-    let all_ready = wait("all Ready", Duration::from_secs(300), || {
+    let op = Operator::start(
+        &api,
+        &[
+            ("AWS_ENDPOINT_URL_ECR", &ecr.url),
+            ("AWS_ENDPOINT_URL_STS", &ecr.url),
+        ],
+    )
+    .await;
+    let all_ready = wait_every("all Ready", Duration::from_secs(300), POLL, || {
         let s = statuses(&api);
         s.len() == n && s.iter().all(|(ready, _)| *ready)
     })
@@ -174,17 +124,22 @@ async fn main() {
     let latest = served.iter().max().cloned().unwrap_or_default();
 
     // The next cycle: every resource served again with a newer token.
-    let second = wait("the next refresh cycle", Duration::from_secs(300), || {
-        statuses(&api)
-            .iter()
-            .all(|(ready, t)| *ready && t.as_str() > latest.as_str())
-    })
+    let second = wait_every(
+        "the next refresh cycle",
+        Duration::from_secs(300),
+        POLL,
+        || {
+            statuses(&api)
+                .iter()
+                .all(|(ready, t)| *ready && t.as_str() > latest.as_str())
+        },
+    )
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let second_cycle = ecr.requests() - first_cycle;
     let second_sts = ecr.sts_calls().len() - first_sts;
-    let peak = rss_kib(op.child.id(), "VmHWM:");
-    let idle = rss_kib(op.child.id(), "VmRSS:");
+    let peak = rss_kib(op.pid(), "VmHWM:");
+    let idle = rss_kib(op.pid(), "VmRSS:");
 
     println!("| measure | value |\n|---|---:|");
     println!(
