@@ -21,7 +21,10 @@ crd:
 plugins:
 	cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml
 
-# Benchmarks (not run by CI): plugin hooks, and fan-out against the stand-in.
+# Benchmarks (not run by CI): plugin hooks, fan-out, hardening and the shared token cache
+# against the stand-ins.
 bench:
 	cargo bench --bench policy
 	cargo bench --bench fanout
+	cargo bench --bench hardening
+	cargo bench --bench shared_tokens
