@@ -375,6 +375,7 @@ mod tests {
                 policy: None,
                 additional_registries: vec![],
                 auth: None,
+                suspend: false,
             },
         );
         cr.metadata.namespace = Some("default".into());

@@ -112,6 +112,11 @@ pub struct ECRTokenRefreshSpec {
     )]
     pub additional_registries: Vec<String>,
 
+    /// `true` stops refreshing: no AWS call, the Secrets are kept as they are, `Ready` keeps
+    /// its last value and the `Suspended` condition says so. Default `false`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspend: bool,
+
     /// Whose credentials get the tokens. Omitted: the operator's own identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthSpec>,

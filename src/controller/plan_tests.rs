@@ -415,6 +415,7 @@ fn the_hash_plan_expects_is_the_one_a_rendered_secret_carries() {
             policy: None,
             additional_registries: vec![],
             auth: None,
+            suspend: false,
         },
     );
     cr.metadata.namespace = Some(NS.into());

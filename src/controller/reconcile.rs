@@ -91,6 +91,7 @@ pub async fn reconcile(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Result<Ac
     }
     // Whole seconds: status times are RFC 3339 seconds anyway, and messages stay readable.
     let now = crate::ecr::whole_seconds(Timestamp::now());
+    let cr = resume(&ctx, cr, now).await?;
     let r = Reconciler {
         cr: &cr,
         ctx: &ctx,
@@ -116,6 +117,11 @@ pub async fn reconcile(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Result<Ac
         outcome("not_permitted");
         r.not_ready(reason::NOT_PERMITTED, &denial.to_string(), None, false)
             .await?;
+        return Ok(Action::await_change());
+    }
+    if cr.spec.suspend {
+        outcome("suspended");
+        r.suspended().await?;
         return Ok(Action::await_change());
     }
     let info = cr_info(&cr, &spec);
@@ -174,6 +180,40 @@ pub async fn reconcile(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Result<Ac
     let sa_failures = apply::pull_secrets(&ctx, &sa_ops).await?;
     let settled = settle::with_service_account_failures(settled, &sa_failures, &input, &retry);
     r.finish(&input, settled).await
+}
+
+/// `spec.suspend` set back to false: the `Suspended` condition turns False (reason
+/// `Resumed`) before anything else is decided, so that every later status write of this
+/// reconcile starts from it. Returns the resource with that status.
+async fn resume(
+    ctx: &Context,
+    cr: Arc<ECRTokenRefresh>,
+    now: Timestamp,
+) -> Result<Arc<ECRTokenRefresh>, Error> {
+    let previous = cr.status.clone().unwrap_or_default();
+    if cr.spec.suspend || !status::is_suspended(&previous) {
+        return Ok(cr);
+    }
+    let condition = status::condition(
+        &previous.conditions,
+        status::SUSPENDED,
+        false,
+        reason::RESUMED,
+        "spec.suspend is false: refreshing",
+        cr.meta().generation,
+        now,
+    );
+    let desired = ECRTokenRefreshStatus {
+        conditions: status::set_condition(&previous.conditions, condition),
+        ..previous.clone()
+    };
+    if let Some(patch) = status::patch_between(&previous, &desired) {
+        apply::patch_status(ctx, &cr, patch).await?;
+    }
+    tracing::info!("resumed");
+    let mut resumed = (*cr).clone();
+    resumed.status = Some(desired);
+    Ok(Arc::new(resumed))
 }
 
 /// What the plugins see of a resource (never the token).
@@ -618,6 +658,53 @@ impl Reconciler<'_> {
     /// Sets `Ready=False` with `reason` and `message`, keeping what describes the Secrets in
     /// place; publishes a Warning when the reason changed or `failed` (one Event per reason,
     /// repeats counted on it).
+    /// `spec.suspend`: no AWS call and no Secret write; `Ready` keeps its last value, the
+    /// `Suspended` condition says so, no refresh is scheduled, and the expiry gauge keeps
+    /// counting down from `status.expiresAt` (so alerts still fire).
+    async fn suspended(&self) -> Result<(), Error> {
+        let previous = self.status();
+        let kept = match previous.expires_at.as_ref() {
+            Some(e) => format!("; the Secrets are kept as they are and expire at {}", e.0),
+            None => "; the Secrets are kept as they are".to_string(),
+        };
+        let message = format!("spec.suspend is true: nothing is refreshed{kept}");
+        let condition = status::condition(
+            &previous.conditions,
+            status::SUSPENDED,
+            true,
+            reason::SUSPENDED,
+            &message,
+            self.cr.meta().generation,
+            self.now,
+        );
+        let desired = ECRTokenRefreshStatus {
+            next_refresh_time: None,
+            conditions: status::set_condition(&previous.conditions, condition),
+            ..previous.clone()
+        };
+        if let Some(patch) = status::patch_between(&previous, &desired) {
+            apply::patch_status(self.ctx, self.cr, patch).await?;
+        }
+        if let Some(expires_at) = &previous.expires_at {
+            self.ctx
+                .metrics
+                .token_expiry(&self.owner.namespace, &self.owner.name, expires_at.0);
+        }
+        if !status::is_suspended(&previous) {
+            tracing::info!("suspended");
+            apply::event(
+                self.ctx,
+                self.cr,
+                false,
+                reason::SUSPENDED,
+                &message,
+                "Suspend",
+            )
+            .await;
+        }
+        Ok(())
+    }
+
     async fn not_ready(
         &self,
         why: &str,

@@ -10,6 +10,8 @@ use crate::api::Phase;
 
 /// The condition type this operator maintains.
 pub const READY: &str = "Ready";
+/// The condition type saying whether refreshing is suspended (`spec.suspend`).
+pub const SUSPENDED: &str = "Suspended";
 
 /// Condition reasons (CamelCase, per the API conventions).
 pub mod reason {
@@ -45,6 +47,10 @@ pub mod reason {
     pub const SECRET_CONTESTED: &str = "SecretContested";
     /// Deleting the resource is waiting for its Secrets or ServiceAccount entries to go.
     pub const CLEANUP_FAILED: &str = "CleanupFailed";
+    /// `spec.suspend` is true: nothing is refreshed (the `Suspended` condition's reason).
+    pub const SUSPENDED: &str = "Suspended";
+    /// `spec.suspend` was set back to false: refreshing goes on.
+    pub const RESUMED: &str = "Resumed";
 }
 
 /// Longest condition message and `status.error` written, in bytes. (The API allows 32 KiB
@@ -96,14 +102,28 @@ pub fn ready_condition(
     generation: Option<i64>,
     now: Timestamp,
 ) -> Condition {
-    let status = if ready { "True" } else { "False" };
+    condition(previous, READY, ready, reason, message, generation, now)
+}
+
+/// Builds the condition of type `type_`, keeping `lastTransitionTime` from `previous` when
+/// its status (True/False) did not change.
+pub fn condition(
+    previous: &[Condition],
+    type_: &str,
+    value: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    let status = if value { "True" } else { "False" };
     let last_transition_time = previous
         .iter()
-        .find(|c| c.type_ == READY && c.status == status)
+        .find(|c| c.type_ == type_ && c.status == status)
         .map(|c| c.last_transition_time.clone())
         .unwrap_or(Time(now));
     Condition {
-        type_: READY.to_string(),
+        type_: type_.to_string(),
         status: status.to_string(),
         reason: reason.to_string(),
         message: message.to_string(),
@@ -123,6 +143,26 @@ pub fn is_ready(status: &ECRTokenRefreshStatus) -> bool {
 /// The `Ready` condition in `status`, if any.
 pub fn ready(status: &ECRTokenRefreshStatus) -> Option<&Condition> {
     status.conditions.iter().find(|c| c.type_ == READY)
+}
+
+/// `previous` with the condition of `cond`'s type replaced by `cond` (others kept, in
+/// order).
+pub fn set_condition(previous: &[Condition], cond: Condition) -> Vec<Condition> {
+    let mut out: Vec<Condition> = previous
+        .iter()
+        .filter(|c| c.type_ != cond.type_)
+        .cloned()
+        .collect();
+    out.push(cond);
+    out
+}
+
+/// Whether the `Suspended` condition is `True` in `status`.
+pub fn is_suspended(status: &ECRTokenRefreshStatus) -> bool {
+    status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == SUSPENDED && c.status == "True")
 }
 
 /// `previous` with the `Ready` condition replaced by `cond` (other types kept).

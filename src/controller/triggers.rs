@@ -197,6 +197,7 @@ mod tests {
                 policy: None,
                 additional_registries: vec![],
                 auth: None,
+                suspend: false,
             },
         );
         cr.metadata.generation = Some(1);
