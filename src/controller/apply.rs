@@ -254,7 +254,16 @@ impl SecretWriter<'_> {
         match self.ctx.client.request_text(request).await {
             Ok(text) => serde_json::from_str(&text)
                 .map(Some)
-                .map_err(|e| Error::Decode(format!("Secret {target}: {e}"))),
+                // serde_json's message may quote the value it choked on (this answer holds
+                // the token): only its class and position are kept.
+                .map_err(|e| {
+                    Error::Decode(format!(
+                        "Secret {target}: not a Secret ({:?} error at line {} column {})",
+                        e.classify(),
+                        e.line(),
+                        e.column()
+                    ))
+                }),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
             Err(source) => Err(Error::ReadSecret {
                 target: target.to_string(),
