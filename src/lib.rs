@@ -15,5 +15,6 @@ pub mod metrics;
 pub mod operator;
 pub mod policy;
 pub mod secret;
+pub mod secret_format;
 pub mod server;
 pub mod telemetry;

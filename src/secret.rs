@@ -1,5 +1,6 @@
-//! Rendering the `kubernetes.io/dockerconfigjson` Secret and recognising our own from its
-//! metadata alone.
+//! Rendering the Secrets (the original `kubernetes.io/dockerconfigjson` one; the other
+//! formats of `spec.secretTemplate` are laid out by [`crate::secret_format`]) and
+//! recognising our own from their metadata alone.
 //!
 //! The format is the one `kubectl create secret docker-registry` writes; see
 //! [Pull an Image from a Private Registry](https://kubernetes.io/docs/tasks/configure-pod-container/pull-image-private-registry/)
@@ -10,8 +11,9 @@
 //!   `ecr.aws.edenlab.io/owner-uid: <uid of the resource>` and
 //!   `ecr.aws.edenlab.io/owner-namespace: <its namespace>` (label values are at most 63
 //!   characters, so the resource's name, up to 253, is an annotation);
-//! - annotations `ecr.aws.edenlab.io/owner-name`, `ecr.aws.edenlab.io/data-sha256` (hex
-//!   SHA-256 of `.dockerconfigjson`) and `ecr.aws.edenlab.io/expires-at` (RFC 3339);
+//! - annotations `ecr.aws.edenlab.io/owner-name`, `ecr.aws.edenlab.io/data-sha256` (see
+//!   [`data_hash`]), `ecr.aws.edenlab.io/expires-at` (RFC 3339) and, with a template,
+//!   `ecr.aws.edenlab.io/template-sha256`;
 //! - in the resource's own namespace, a controller ownerReference (garbage collection).
 //!
 //! The watch of managed Secrets is metadata-only, so whether a Secret is ours and intact
@@ -40,8 +42,6 @@ pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY_VALUE: &str = "ecr-token-refresh";
 /// Label selector for the Secrets this operator manages.
 pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=ecr-token-refresh";
-/// Field selector for the Secrets this operator manages (only image-pull Secrets).
-pub const MANAGED_FIELDS: &str = "type=kubernetes.io/dockerconfigjson";
 /// Label holding the `metadata.uid` of the `ECRTokenRefresh` that wrote the Secret.
 pub const OWNER_UID_LABEL: &str = "ecr.aws.edenlab.io/owner-uid";
 /// Label naming the namespace of the `ECRTokenRefresh` that wrote the Secret.
@@ -49,8 +49,11 @@ pub const OWNER_NAMESPACE_LABEL: &str = "ecr.aws.edenlab.io/owner-namespace";
 /// Annotation naming the `ECRTokenRefresh` that wrote the Secret (names may be longer than
 /// a label value may be). Earlier versions wrote it as a label, which is still recognised.
 pub const OWNER_NAME_ANNOTATION: &str = "ecr.aws.edenlab.io/owner-name";
-/// Annotation holding the SHA-256 (hex) of `.dockerconfigjson`, to notice edits.
+/// Annotation holding the SHA-256 (hex) of the Secret's data ([`data_hash`]), to notice edits.
 pub const DATA_HASH_ANNOTATION: &str = "ecr.aws.edenlab.io/data-sha256";
+/// Annotation holding the SHA-256 (hex) of the labels and annotations the resource's
+/// `spec.secretTemplate` added (absent without a template), to notice a template change.
+pub const TEMPLATE_HASH_ANNOTATION: &str = "ecr.aws.edenlab.io/template-sha256";
 /// Annotation holding when the token in the Secret expires (RFC 3339).
 pub const EXPIRES_AT_ANNOTATION: &str = "ecr.aws.edenlab.io/expires-at";
 /// Secret type of image-pull Secrets.
@@ -185,6 +188,52 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// The value of [`DATA_HASH_ANNOTATION`] for a Secret holding `data`: the hex SHA-256 of
+/// `.dockerconfigjson` when that is its only key (as every version wrote it), otherwise of
+/// each key in order, as `key`, a NUL byte, the value's length (8 bytes, big-endian) and the
+/// value.
+pub fn data_hash<'a, V: AsRef<[u8]> + 'a>(data: impl IntoIterator<Item = (&'a String, &'a V)>) -> String {
+    let entries: Vec<(&String, &V)> = data.into_iter().collect();
+    if let [(key, value)] = entries.as_slice()
+        && key.as_str() == DOCKER_CONFIG_KEY
+    {
+        return sha256_hex(value.as_ref());
+    }
+    let mut hasher = Sha256::new();
+    for (key, value) in entries {
+        let value = value.as_ref();
+        hasher.update(key.as_bytes());
+        hasher.update([0]);
+        hasher.update((value.len() as u64).to_be_bytes());
+        hasher.update(value);
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The value of [`DATA_HASH_ANNOTATION`] for a Secret holding `data`, written with the
+/// template whose hash is `template_hash` ([`TEMPLATE_HASH_ANNOTATION`]): [`data_hash`]
+/// without a template; with one, the template hash is hashed in as one more entry (so a
+/// template change changes it, and the Secret is rewritten).
+pub fn content_hash<'a, V: AsRef<[u8]> + 'a>(
+    data: impl IntoIterator<Item = (&'a String, &'a V)>,
+    template_hash: Option<&str>,
+) -> String {
+    let Some(template) = template_hash else {
+        return data_hash(data);
+    };
+    let key = "\0template".to_string();
+    let entries: Vec<(&String, &[u8])> = data
+        .into_iter()
+        .map(|(k, v)| (k, v.as_ref()))
+        .chain(std::iter::once((&key, template.as_bytes())))
+        .collect();
+    data_hash(entries.iter().map(|(k, v)| (*k, v)))
+}
+
 /// The labels every Secret of `owner` carries.
 pub fn owner_labels(owner: &Owner) -> BTreeMap<String, String> {
     BTreeMap::from([
@@ -200,23 +249,66 @@ pub fn owner_selector(uid: &str) -> String {
 }
 
 /// Renders the Secret for `owner` at `target` around an already rendered
-/// `.dockerconfigjson` (`data`) whose token expires at `expires_at`: type
-/// `kubernetes.io/dockerconfigjson`, the owner labels and annotations and, when the Secret
-/// is in the owner's namespace, a controller ownerReference so it is garbage-collected with
-/// the owner. (Copies in other namespaces cannot have one: ownerReferences do not cross
-/// namespaces.)
+/// `.dockerconfigjson` (`data`) whose token expires at `expires_at`: see [`render_parts`].
 pub fn render_data(
     owner: &ECRTokenRefresh,
     target: &SecretTarget,
     data: Vec<u8>,
     expires_at: Timestamp,
 ) -> Secret {
+    render_parts(
+        owner,
+        target,
+        Parts {
+            type_: SECRET_TYPE,
+            data: BTreeMap::from([(DOCKER_CONFIG_KEY.to_string(), data)]),
+            expires_at,
+            ..Parts::default()
+        },
+    )
+}
+
+/// What a Secret holds besides the owner's metadata.
+#[derive(Default)]
+pub struct Parts {
+    /// Secret `type`.
+    pub type_: &'static str,
+    /// Its data (holds credentials: never logged).
+    pub data: BTreeMap<String, Vec<u8>>,
+    /// When the earliest token in it expires.
+    pub expires_at: Timestamp,
+    /// Labels of the template and the format; the owner's win over them.
+    pub labels: BTreeMap<String, String>,
+    /// Annotations of the template; the owner's win over them.
+    pub annotations: BTreeMap<String, String>,
+    /// The value of [`TEMPLATE_HASH_ANNOTATION`], when written with a template.
+    pub template_hash: Option<String>,
+}
+
+/// Renders the Secret for `owner` at `target` holding `parts`: its type and data, the
+/// template's labels and annotations with the owner labels and annotations over them (a
+/// template cannot override or remove them) and, when the Secret is in the owner's
+/// namespace, a controller ownerReference so it is garbage-collected with the owner.
+/// (Copies in other namespaces cannot have one: ownerReferences do not cross namespaces.)
+pub fn render_parts(owner: &ECRTokenRefresh, target: &SecretTarget, parts: Parts) -> Secret {
     let who = Owner::of(owner);
-    let annotations = BTreeMap::from([
+    let mut labels = parts.labels;
+    labels.extend(owner_labels(&who));
+    // The legacy owner-name label is ours too: never let a template set it.
+    labels.remove(OWNER_NAME_ANNOTATION);
+    let mut annotations = parts.annotations;
+    annotations.retain(|k, _| !k.starts_with("ecr.aws.edenlab.io/"));
+    annotations.extend([
         (OWNER_NAME_ANNOTATION.to_string(), who.name.clone()),
-        (DATA_HASH_ANNOTATION.to_string(), sha256_hex(&data)),
-        (EXPIRES_AT_ANNOTATION.to_string(), expires_at.to_string()),
+        (
+            DATA_HASH_ANNOTATION.to_string(),
+            content_hash(&parts.data, parts.template_hash.as_deref()),
+        ),
+        (EXPIRES_AT_ANNOTATION.to_string(), parts.expires_at.to_string()),
     ]);
+    if let Some(hash) = parts.template_hash {
+        annotations.insert(TEMPLATE_HASH_ANNOTATION.to_string(), hash);
+    }
     let owner_references = (who.namespace == target.namespace)
         .then(|| owner.controller_owner_ref(&()))
         .flatten()
@@ -225,16 +317,19 @@ pub fn render_data(
         metadata: ObjectMeta {
             name: Some(target.name.clone()),
             namespace: Some(target.namespace.clone()),
-            labels: Some(owner_labels(&who)),
+            labels: Some(labels),
             annotations: Some(annotations),
             owner_references,
             ..Default::default()
         },
-        type_: Some(SECRET_TYPE.to_string()),
-        data: Some(BTreeMap::from([(
-            DOCKER_CONFIG_KEY.to_string(),
-            ByteString(data),
-        )])),
+        type_: Some(parts.type_.to_string()),
+        data: Some(
+            parts
+                .data
+                .into_iter()
+                .map(|(k, v)| (k, ByteString(v)))
+                .collect(),
+        ),
         ..Default::default()
     }
 }
@@ -258,12 +353,18 @@ pub fn update_patch(rendered: &Secret, uid: &str, resource_version: &str) -> ser
     let mut labels = serde_json::to_value(rendered.metadata.labels.clone().unwrap_or_default())
         .unwrap_or_default();
     labels[OWNER_NAME_ANNOTATION] = serde_json::Value::Null;
+    let mut annotations =
+        serde_json::to_value(rendered.metadata.annotations.clone().unwrap_or_default())
+            .unwrap_or_default();
+    if annotations.get(TEMPLATE_HASH_ANNOTATION).is_none() {
+        annotations[TEMPLATE_HASH_ANNOTATION] = serde_json::Value::Null;
+    }
     serde_json::json!({
         "metadata": {
             "uid": uid,
             "resourceVersion": resource_version,
             "labels": labels,
-            "annotations": rendered.metadata.annotations,
+            "annotations": annotations,
             "ownerReferences": rendered.metadata.owner_references,
         },
         "data": rendered.data,
@@ -318,7 +419,9 @@ pub fn seed_tokens(
         .as_ref()
         .and_then(|d| d.get(DOCKER_CONFIG_KEY))
         .ok_or(SeedError::Entry)?;
-    if meta.data_hash.as_deref() != Some(sha256_hex(&data.0).as_str()) {
+    if meta.data_hash.as_deref() != Some(sha256_hex(&data.0).as_str())
+        || secret.data.as_ref().is_some_and(|d| d.len() != 1)
+    {
         return Err(SeedError::Hash);
     }
     if meta.expires_at != Some(expected_expiry) {
@@ -376,6 +479,7 @@ mod tests {
                 additional_registries: vec![],
                 auth: None,
                 suspend: false,
+                secret_template: None,
             },
         );
         cr.metadata.namespace = Some("default".into());

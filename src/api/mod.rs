@@ -4,6 +4,7 @@
 pub mod duration;
 pub mod lenient;
 pub mod registry;
+pub mod template;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use duration::{DurationError, parse_go_duration};
+pub use template::{SecretFormat, SecretTemplate, TemplateMetadata};
 
 /// Limits on the spec, the same in the CRD schema (rejected at admission) and in
 /// [`ECRTokenRefreshSpec::validate`] (the controller enforces them too).
@@ -67,6 +69,8 @@ pub const GROUP: &str = "ecr.aws.edenlab.io";
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Registry","type":"string","jsonPath":".spec.ecrRegistry"}"#,
     printcolumn = r#"{"name":"Namespaces","type":"integer","jsonPath":".status.servedNamespaces"}"#,
+    printcolumn = r#"{"name":"Suspended","type":"boolean","jsonPath":".spec.suspend"}"#,
+    printcolumn = r#"{"name":"Format","type":"string","priority":1,"jsonPath":".spec.secretTemplate.format"}"#,
     printcolumn = r#"{"name":"Expires","type":"date","jsonPath":".status.expiresAt"}"#,
     printcolumn = r#"{"name":"Last Refresh","type":"date","jsonPath":".status.lastUpdatedTime"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -76,6 +80,10 @@ pub const GROUP: &str = "ecr.aws.edenlab.io";
     "rule": "!has(self.region) || self.ecrRegistry.contains('.' + self.region + '.amazonaws.com')",
     "message": "region must match the region in ecrRegistry",
     "fieldPath": ".region"
+}, {
+    "rule": "!has(self.serviceAccounts) || size(self.serviceAccounts) == 0 || !has(self.secretTemplate) || !has(self.secretTemplate.format) || self.secretTemplate.format == 'dockerconfigjson'",
+    "message": "serviceAccounts needs secretTemplate.format dockerconfigjson (imagePullSecrets must name image-pull Secrets)",
+    "fieldPath": ".serviceAccounts"
 }]))]
 pub struct ECRTokenRefreshSpec {
     /// ECR private registry host, `<12-digit account>.dkr.ecr[-fips].<region>.amazonaws.com[.cn]`,
@@ -116,6 +124,12 @@ pub struct ECRTokenRefreshSpec {
     /// its last value and the `Suspended` condition says so. Default `false`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub suspend: bool,
+
+    /// Labels and annotations for every Secret written, and the format of the credentials
+    /// (`dockerconfigjson`, `argocd-repository`, `basic`). Omitted: the original
+    /// `kubernetes.io/dockerconfigjson` Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_template: Option<SecretTemplate>,
 
     /// Whose credentials get the tokens. Omitted: the operator's own identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -335,6 +349,8 @@ pub struct ValidSpec {
     pub frequency: Duration,
     /// `spec.auth`, validated.
     pub auth: Option<AuthSpec>,
+    /// `spec.secretTemplate`, validated (the default when omitted).
+    pub template: SecretTemplate,
 }
 
 impl ValidSpec {
@@ -611,6 +627,18 @@ impl ECRTokenRefreshSpec {
                 });
             }
         }
+        let template = self.secret_template.clone().unwrap_or_default();
+        template.validate()?;
+        if !template.format.is_default() && !self.service_accounts.is_empty() {
+            return Err(SpecError {
+                field: "serviceAccounts",
+                message: format!(
+                    "needs secretTemplate.format dockerconfigjson: imagePullSecrets must name \
+                     image-pull Secrets, and format {} writes none",
+                    template.format.as_str()
+                ),
+            });
+        }
         if let Some(policy) = &self.policy {
             for (field, name) in [
                 ("policy.naming", &policy.naming),
@@ -630,6 +658,7 @@ impl ECRTokenRefreshSpec {
             additional,
             frequency,
             auth,
+            template,
         })
     }
 }

@@ -96,6 +96,12 @@ impl SecretWriter<'_> {
     /// Carries out `ops` (at most `controller.write_concurrency` at once, pipelined) and
     /// returns one result per op, in order; `render` gives the Secret to write at a target.
     ///
+    /// Creates and updates go first; deletes of Secrets no longer targeted follow once they
+    /// are done, so a Secret replaced by another (renamed, or a new format) is removed only
+    /// after its replacement exists. A delete in a namespace where a write did not succeed
+    /// is held back ([`OpResult::Failed`], retried with the resource) rather than leave the
+    /// namespace with neither.
+    ///
     /// # Errors
     /// [`Error::Fenced`] once the fence closes (the remaining ops are not sent).
     pub async fn run(
@@ -103,18 +109,63 @@ impl SecretWriter<'_> {
         ops: &[SecretOp],
         render: &(dyn Fn(&SecretTarget) -> Secret + Sync),
     ) -> Result<Vec<OpResult>, Error> {
+        let is_delete = |op: &SecretOp| matches!(op, SecretOp::Delete { .. });
+        let mut results = self
+            .run_some(ops, render, |op| !is_delete(op))
+            .await?;
+        let unwritten: std::collections::BTreeSet<&str> = ops
+            .iter()
+            .zip(&results)
+            .filter(|(op, r)| !is_delete(op) && !matches!(r, Some(OpResult::Done { .. })))
+            .map(|(op, _)| op.target().namespace.as_str())
+            .collect();
+        let deletes = self
+            .run_some(ops, render, |op| {
+                is_delete(op) && !unwritten.contains(op.target().namespace.as_str())
+            })
+            .await?;
+        for (slot, done) in results.iter_mut().zip(deletes) {
+            if done.is_some() {
+                *slot = done;
+            }
+        }
+        Ok(ops
+            .iter()
+            .zip(results)
+            .map(|(op, r)| {
+                r.unwrap_or_else(|| {
+                    OpResult::Failed(format!(
+                        "kept until the Secrets replacing it in namespace {} are written",
+                        op.target().namespace
+                    ))
+                })
+            })
+            .collect())
+    }
+
+    /// Runs the ops `chosen` picks, pipelined; `None` for the others.
+    async fn run_some(
+        &self,
+        ops: &[SecretOp],
+        render: &(dyn Fn(&SecretTarget) -> Secret + Sync),
+        chosen: impl Fn(&SecretOp) -> bool,
+    ) -> Result<Vec<Option<OpResult>>, Error> {
         let concurrency = self.ctx.settings.write_concurrency.max(1);
         let writes: Vec<_> = ops
             .iter()
             .enumerate()
+            .filter(|(_, op)| chosen(op))
             .map(|(i, op)| self.one(op, render).map(move |r| (i, r)))
             .collect();
-        let mut results: Vec<(usize, Result<OpResult, Error>)> = futures::stream::iter(writes)
+        let done: Vec<(usize, Result<OpResult, Error>)> = futures::stream::iter(writes)
             .buffer_unordered(concurrency)
             .collect()
             .await;
-        results.sort_by_key(|(i, _)| *i);
-        results.into_iter().map(|(_, r)| r).collect()
+        let mut results: Vec<Option<OpResult>> = vec![None; ops.len()];
+        for (i, r) in done {
+            results[i] = Some(r?);
+        }
+        Ok(results)
     }
 
     async fn one(

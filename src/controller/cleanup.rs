@@ -154,7 +154,7 @@ async fn list_copies(
             .list_metadata(
                 &ListParams::default()
                     .labels(&selector)
-                    .fields(secret::MANAGED_FIELDS),
+                    ,
             )
             .await
             .map_err(|source| Error::ReadSecret {

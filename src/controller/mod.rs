@@ -41,7 +41,7 @@ use crate::api::ECRTokenRefresh;
 use crate::ecr::{TokenCache, TokenSource};
 use crate::metrics::Metrics;
 use crate::policy::Policies;
-use crate::secret::{MANAGED_FIELDS, MANAGED_SELECTOR};
+use crate::secret::MANAGED_SELECTOR;
 use crate::server::Health;
 
 pub use caches::Caches;
@@ -326,14 +326,13 @@ pub async fn run_with(
         .predicate_filter(triggers::resource_changed, Default::default());
     let cr_events = log_errors(cr_events, "ecrtokenrefreshes");
 
-    // Managed Secrets: one metadata-only watch of labelled image-pull Secrets feeds the
+    // Managed Secrets: one metadata-only watch of labelled Secrets (of every format) feeds the
     // cache reconciles read and the trigger that repairs a deleted or edited Secret.
     let (secret_store, secret_writer) = reflector::store::<PartialObjectMeta<Secret>>();
     let secret_events = watcher::watcher(
         secrets,
         watcher::Config::default()
             .labels(MANAGED_SELECTOR)
-            .fields(MANAGED_FIELDS)
             .any_semantic(),
     )
     .default_backoff()

@@ -17,8 +17,10 @@ use super::{Context, Error, caches};
 use crate::api::{ECRTokenRefresh, ValidSpec};
 use crate::ecr::{TokenKey, TokenRequest, Wanted};
 use crate::secret::{Owner, SecretMeta, SecretTarget};
+use crate::secret_format::{Layout, Part};
 
-/// Builds the plan's input for `cr` (validated as `spec`) and its `targets`.
+/// Builds the plan's input for `cr` (validated as `spec`, its Secrets laid out as
+/// `layout`) and its `targets`, each with the part of the credentials it holds.
 ///
 /// # Errors
 /// [`Error::ReadSecret`] when, without caches, a target cannot be read.
@@ -27,13 +29,18 @@ pub(super) async fn input(
     cr: &ECRTokenRefresh,
     owner: &Owner,
     spec: &ValidSpec,
-    targets: Vec<SecretTarget>,
+    layout: Layout,
+    targets: Vec<(SecretTarget, Part)>,
     now: Timestamp,
 ) -> Result<Input, Error> {
     let mut observed = Vec::with_capacity(targets.len());
-    for target in targets {
+    for (target, part) in targets {
         let found = find(ctx, owner, &target).await?;
-        observed.push(Target { target, found });
+        observed.push(Target {
+            target,
+            found,
+            part,
+        });
     }
     verify_first_sight(ctx, owner, &mut observed).await;
     let stale = stale(ctx, cr, owner, &observed);
@@ -57,6 +64,7 @@ pub(super) async fn input(
             frequency: spec.frequency,
             status: cr.status.clone().unwrap_or_default(),
             service_accounts: cr.spec.service_accounts.clone(),
+            layout,
         },
         targets: observed,
         stale,
@@ -125,7 +133,6 @@ async fn verify_first_sight(ctx: &Context, owner: &Owner, observed: &mut [Target
     loop {
         let mut lp = kube::api::ListParams::default()
             .labels(&crate::secret::owner_selector(&owner.uid))
-            .fields(crate::secret::MANAGED_FIELDS)
             .limit(PAGE);
         if let Some(t) = &token {
             lp = lp.continue_token(t);
@@ -159,8 +166,13 @@ async fn verify_first_sight(ctx: &Context, owner: &Owner, observed: &mut [Target
             let data = s
                 .data
                 .as_ref()
-                .and_then(|d| d.get(crate::secret::DOCKER_CONFIG_KEY))
-                .map(|d| crate::secret::sha256_hex(&d.0));
+                .map(|d| {
+                    let template = s.annotations().get(crate::secret::TEMPLATE_HASH_ANNOTATION);
+                    crate::secret::content_hash(
+                        d.iter().map(|(k, v)| (k, &v.0)),
+                        template.map(String::as_str),
+                    )
+                });
             let annotated = s.annotations().get(crate::secret::DATA_HASH_ANNOTATION);
             if data.as_ref() != annotated {
                 mismatched.insert(target);

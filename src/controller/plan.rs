@@ -18,7 +18,8 @@ use super::schedule::{self, ScheduleSettings};
 use crate::api::ECRTokenRefreshStatus;
 use crate::ecr::{Credentials, EcrError, HeldToken, Wanted};
 use crate::policy::RetryDecision;
-use crate::secret::{self, Owner, SecretMeta, SecretTarget};
+use crate::secret::{Owner, SecretMeta, SecretTarget};
+use crate::secret_format::{Layout, Part};
 
 /// The resource, as the plan sees it.
 #[derive(Debug, Clone)]
@@ -36,6 +37,8 @@ pub struct Resource {
     pub status: ECRTokenRefreshStatus,
     /// `spec.serviceAccounts`.
     pub service_accounts: Vec<String>,
+    /// How its credentials are laid out in Secrets (`spec.secretTemplate`).
+    pub layout: Layout,
 }
 
 /// What is at a target now.
@@ -62,6 +65,8 @@ pub struct Target {
     pub target: SecretTarget,
     /// What is there.
     pub found: Found,
+    /// Which part of the credentials it holds (every registry, or one per Secret).
+    pub part: Part,
 }
 
 /// A Secret of ours that is no longer targeted.
@@ -304,12 +309,19 @@ pub struct Plan {
 /// The Secret writes and deletes for `input`, given how getting the token went.
 pub fn plan(input: &Input, token: &TokenState) -> Plan {
     let writable = token.writable();
-    let expected = writable.map(|t| {
-        (
-            secret::sha256_hex(&secret::docker_config_json(t)),
-            t.expires_at,
-        )
-    });
+    let layout = &input.resource.layout;
+    // The data hash of each part, computed once (every target of a part holds the same).
+    let mut hashes: BTreeMap<Part, String> = BTreeMap::new();
+    let mut expected_of = |part: Part| {
+        writable.map(|t| {
+            let hash = hashes
+                .entry(part)
+                .or_insert_with(|| layout.data_hash(t, part))
+                .clone();
+            (hash, t.expires_at)
+        })
+    };
+
     let status_expiry = input.resource.status.expires_at.as_ref().map(|t| t.0);
     let refresh = matches!(token, TokenState::Ready(_));
     let mut ops = Vec::new();
@@ -329,8 +341,10 @@ pub fn plan(input: &Input, token: &TokenState) -> Plan {
             },
             Found::Ours { meta, edited } => {
                 let sound = !*edited && meta.metadata_intact;
+                let expected = expected_of(t.part);
                 let current = match &expected {
-                    // With a token in hand: does the Secret hold exactly it?
+                    // With a token in hand: does the Secret hold exactly it, laid out as
+                    // the template says (the template is part of the hash)?
                     Some((hash, expiry)) => {
                         sound
                             && meta.data_hash.as_ref() == Some(hash)

@@ -416,12 +416,13 @@ fn the_hash_plan_expects_is_the_one_a_rendered_secret_carries() {
             additional_registries: vec![],
             auth: None,
             suspend: false,
+            secret_template: None,
         },
     );
     cr.metadata.namespace = Some(NS.into());
     cr.metadata.uid = Some(UID.into());
     let tok = ecr_token("pa:ss", h(1));
-    let mut rendered = secret::render(&cr, &target(NS), &tok);
+    let mut rendered = crate::secret::render(&cr, &target(NS), &tok);
     rendered.metadata.uid = Some("secret-uid".into());
     rendered.metadata.resource_version = Some("5".into());
     let meta = SecretMeta::read(&rendered.metadata, &Owner::of(&cr));

@@ -3,6 +3,7 @@
 //! settle ([`super::settle`]), and write the status only when it changed.
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,7 @@ use crate::api::{ECRTokenRefresh, ECRTokenRefreshStatus, Phase, ValidSpec};
 use crate::ecr::{Credentials, EcrError, FailureKind, HeldToken, TokenRequest};
 use crate::policy::{CrInfo, Failure, PolicyError, PolicySelection, RetryDecision};
 use crate::secret::{self, Owner, SecretTarget};
+use crate::secret_format::{Layout, Part};
 
 tokio::task_local! {
     /// What the current reconcile did, for the `reconciles` metric (set by [`outcome`]).
@@ -124,6 +126,10 @@ pub async fn reconcile(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Result<Ac
         r.suspended().await?;
         return Ok(Action::await_change());
     }
+    let layout = Layout::new(
+        &spec.template,
+        registries.iter().map(|r| r.host().to_string()).collect(),
+    );
     let info = cr_info(&cr, &spec);
     let selection = selection(&cr);
     if let Err(e) = ctx.policies.check_selection(&selection) {
@@ -142,7 +148,19 @@ pub async fn reconcile(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Result<Ac
         }
     };
 
-    let input = observe::input(&ctx, &cr, &r.owner, &spec, targets, now).await?;
+    let mut expanded = Vec::with_capacity(targets.len());
+    for target in targets {
+        match layout.expand(target) {
+            Ok(parts) => expanded.extend(parts),
+            Err(e) => {
+                outcome("invalid_spec");
+                r.not_ready(reason::INVALID_SPEC, &e.to_string(), None, false)
+                    .await?;
+                return Ok(Action::await_change());
+            }
+        }
+    }
+    let input = observe::input(&ctx, &cr, &r.owner, &spec, layout, expanded, now).await?;
     if plan::needs_finalizer(&input) && !cleanup::has_finalizer(&cr) {
         // Copies outside the resource's namespace and ServiceAccount entries cannot be
         // owned by it: the finalizer lets the operator remove them when it is deleted.
@@ -158,9 +176,15 @@ pub async fn reconcile(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Result<Ac
         ctx: &ctx,
         owner: &r.owner,
     };
-    let render = |t: &SecretTarget| match token.writable() {
-        Some(held) => secret::render(&cr, t, held),
-        None => secret::render_data(&cr, t, Vec::new(), now),
+    let parts: HashMap<&SecretTarget, Part> =
+        input.targets.iter().map(|t| (&t.target, t.part)).collect();
+    let layout = &input.resource.layout;
+    let render = |t: &SecretTarget| {
+        let part = parts.get(t).copied().unwrap_or_default();
+        match token.writable() {
+            Some(held) => layout.render(&cr, t, part, held),
+            None => layout.render_data(&cr, t, Default::default(), now),
+        }
     };
     let results = writer.run(&plan.ops, &render).await?;
     let attempt = ctx.memory.failures(&r.owner.uid).saturating_add(1);
@@ -466,7 +490,10 @@ impl Reconciler<'_> {
     /// at `status.expiresAt` (the earliest of them) and serves only this resource.
     async fn seed(&self, input: &Input) -> Option<Credentials> {
         let status = &input.resource.status;
-        if status.observed_generation != input.resource.generation {
+        // Only the original format holds every token in one document to take back.
+        if status.observed_generation != input.resource.generation
+            || !input.resource.layout.format().is_default()
+        {
             return None;
         }
         let (fetched_at, expires_at) = (

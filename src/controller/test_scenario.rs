@@ -200,6 +200,7 @@ impl Scenario {
                     frequency: 8 * HOUR,
                     status: ECRTokenRefreshStatus::default(),
                     service_accounts: Vec::new(),
+                    layout: Default::default(),
                 },
                 targets: Vec::new(),
                 stale: Vec::new(),
@@ -255,6 +256,7 @@ impl Scenario {
         self.input.targets.push(Target {
             target: target(namespace),
             found,
+            part: Default::default(),
         });
         self
     }

@@ -198,6 +198,7 @@ mod tests {
                 additional_registries: vec![],
                 auth: None,
                 suspend: false,
+                secret_template: None,
             },
         );
         cr.metadata.generation = Some(1);
