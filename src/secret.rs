@@ -192,7 +192,9 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// `.dockerconfigjson` when that is its only key (as every version wrote it), otherwise of
 /// each key in order, as `key`, a NUL byte, the value's length (8 bytes, big-endian) and the
 /// value.
-pub fn data_hash<'a, V: AsRef<[u8]> + 'a>(data: impl IntoIterator<Item = (&'a String, &'a V)>) -> String {
+pub fn data_hash<'a, V: AsRef<[u8]> + 'a>(
+    data: impl IntoIterator<Item = (&'a String, &'a V)>,
+) -> String {
     let entries: Vec<(&String, &V)> = data.into_iter().collect();
     if let [(key, value)] = entries.as_slice()
         && key.as_str() == DOCKER_CONFIG_KEY
@@ -304,7 +306,10 @@ pub fn render_parts(owner: &ECRTokenRefresh, target: &SecretTarget, parts: Parts
             DATA_HASH_ANNOTATION.to_string(),
             content_hash(&parts.data, parts.template_hash.as_deref()),
         ),
-        (EXPIRES_AT_ANNOTATION.to_string(), parts.expires_at.to_string()),
+        (
+            EXPIRES_AT_ANNOTATION.to_string(),
+            parts.expires_at.to_string(),
+        ),
     ]);
     if let Some(hash) = parts.template_hash {
         annotations.insert(TEMPLATE_HASH_ANNOTATION.to_string(), hash);

@@ -193,7 +193,12 @@ impl Layout {
         part: Part,
         credentials: &Credentials,
     ) -> Secret {
-        self.render_data(owner, target, self.data(credentials, part), credentials.expires_at)
+        self.render_data(
+            owner,
+            target,
+            self.data(credentials, part),
+            credentials.expires_at,
+        )
     }
 
     /// The Secret for `owner` at `target` around already rendered `data`.
@@ -206,7 +211,10 @@ impl Layout {
     ) -> Secret {
         let mut labels = self.labels.clone();
         if self.format == SecretFormat::ArgocdRepository {
-            labels.insert(ARGOCD_SECRET_TYPE_LABEL.to_string(), "repository".to_string());
+            labels.insert(
+                ARGOCD_SECRET_TYPE_LABEL.to_string(),
+                "repository".to_string(),
+            );
         }
         secret::render_parts(
             owner,
@@ -290,10 +298,16 @@ mod tests {
     #[test]
     fn dockerconfigjson_is_one_secret_with_every_registry() {
         let l = layout("{}");
-        assert_eq!(l.expand(target("pull")).unwrap(), vec![(target("pull"), Part::All)]);
+        assert_eq!(
+            l.expand(target("pull")).unwrap(),
+            vec![(target("pull"), Part::All)]
+        );
         let data = l.data(&creds(), Part::All);
         assert_eq!(data.keys().collect::<Vec<_>>(), [".dockerconfigjson"]);
-        assert_eq!(data[".dockerconfigjson"], secret::docker_config_json(&creds()));
+        assert_eq!(
+            data[".dockerconfigjson"],
+            secret::docker_config_json(&creds())
+        );
         assert_eq!(l.secret_type(), "kubernetes.io/dockerconfigjson");
         assert_eq!(l.template_hash(), None);
     }
@@ -319,7 +333,11 @@ mod tests {
         assert_eq!(names("format: basic")[2], "pull-basic-ecr-public");
         let long = "x".repeat(240);
         let e = layout("format: basic").expand(target(&long)).unwrap_err();
-        assert!(e.to_string().starts_with("spec.secretTemplate.format: the Secret name"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("spec.secretTemplate.format: the Secret name"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -353,8 +371,10 @@ mod tests {
     fn template_labels_land_but_ours_win_and_a_template_change_changes_its_hash() {
         let mut cr = ECRTokenRefresh::new(
             "pull",
-            serde_yaml::from_str("ecrRegistry: 123456789012.dkr.ecr.us-east-1.amazonaws.com\nfrequency: 8h\n")
-                .unwrap(),
+            serde_yaml::from_str(
+                "ecrRegistry: 123456789012.dkr.ecr.us-east-1.amazonaws.com\nfrequency: 8h\n",
+            )
+            .unwrap(),
         );
         cr.metadata.namespace = Some("apps".into());
         cr.metadata.uid = Some("uid-1".into());
@@ -369,10 +389,18 @@ mod tests {
         assert_eq!(labels["argocd.argoproj.io/secret-type"], "repository");
         assert_eq!(labels[secret::OWNER_UID_LABEL], "uid-1");
         let annotations = s.metadata.annotations.unwrap();
-        assert_eq!(annotations["argocd.argoproj.io/sync-options"], "Prune=false");
-        assert_eq!(annotations[secret::EXPIRES_AT_ANNOTATION], "2030-01-01T00:00:00Z");
         assert_eq!(
-            annotations.get(secret::TEMPLATE_HASH_ANNOTATION).map(String::as_str),
+            annotations["argocd.argoproj.io/sync-options"],
+            "Prune=false"
+        );
+        assert_eq!(
+            annotations[secret::EXPIRES_AT_ANNOTATION],
+            "2030-01-01T00:00:00Z"
+        );
+        assert_eq!(
+            annotations
+                .get(secret::TEMPLATE_HASH_ANNOTATION)
+                .map(String::as_str),
             l.template_hash()
         );
         assert_eq!(s.type_.as_deref(), Some("Opaque"));
@@ -382,7 +410,10 @@ mod tests {
             annotations[secret::DATA_HASH_ANNOTATION],
             secret::content_hash(&data, l.template_hash())
         );
-        assert_eq!(annotations[secret::DATA_HASH_ANNOTATION], l.data_hash(&creds(), part));
+        assert_eq!(
+            annotations[secret::DATA_HASH_ANNOTATION],
+            l.data_hash(&creds(), part)
+        );
         assert_ne!(l.data_hash(&creds(), part), other_data_hash(&creds(), part));
 
         let other = layout("format: argocd-repository\nmetadata: {labels: {team: b}}\n");

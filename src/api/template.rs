@@ -181,7 +181,9 @@ fn check_key(key: &str) -> Result<(), &'static str> {
         }
     }
     if name.is_empty() || !is_label_value(name) {
-        return Err("is not a qualified name (at most 63 characters: letters, digits, '-', '_', '.', beginning and ending alphanumeric, after an optional DNS prefix and '/')");
+        return Err(
+            "is not a qualified name (at most 63 characters: letters, digits, '-', '_', '.', beginning and ending alphanumeric, after an optional DNS prefix and '/')",
+        );
     }
     Ok(())
 }
@@ -226,11 +228,17 @@ mod tests {
         assert_eq!(ok.validate(), Ok(()));
         let field = |yaml: &str| template(yaml).validate().map_err(|e| e.to_string());
         let e = field("metadata: {labels: {team: 'not ok'}}").unwrap_err();
-        assert!(e.starts_with("spec.secretTemplate.metadata.labels: the value of \"team\""), "{e}");
+        assert!(
+            e.starts_with("spec.secretTemplate.metadata.labels: the value of \"team\""),
+            "{e}"
+        );
         let e = field("metadata: {labels: {'Bad_Prefix/x': y}}").unwrap_err();
         assert!(e.contains("key \"Bad_Prefix/x\" has a prefix"), "{e}");
         let e = field("metadata: {annotations: {'': y}}").unwrap_err();
-        assert!(e.starts_with("spec.secretTemplate.metadata.annotations: key \"\""), "{e}");
+        assert!(
+            e.starts_with("spec.secretTemplate.metadata.annotations: key \"\""),
+            "{e}"
+        );
         let long = "x".repeat(MAX_ANNOTATION_VALUE + 1);
         let e = field(&format!("metadata: {{annotations: {{a: {long}}}}}")).unwrap_err();
         assert!(e.contains("at most 4096"), "{e}");

@@ -110,9 +110,7 @@ impl SecretWriter<'_> {
         render: &(dyn Fn(&SecretTarget) -> Secret + Sync),
     ) -> Result<Vec<OpResult>, Error> {
         let is_delete = |op: &SecretOp| matches!(op, SecretOp::Delete { .. });
-        let mut results = self
-            .run_some(ops, render, |op| !is_delete(op))
-            .await?;
+        let mut results = self.run_some(ops, render, |op| !is_delete(op)).await?;
         let unwritten: std::collections::BTreeSet<&str> = ops
             .iter()
             .zip(&results)

@@ -151,11 +151,7 @@ async fn list_copies(
     let mut out = Vec::new();
     for selector in selectors {
         let list = api
-            .list_metadata(
-                &ListParams::default()
-                    .labels(&selector)
-                    ,
-            )
+            .list_metadata(&ListParams::default().labels(&selector))
             .await
             .map_err(|source| Error::ReadSecret {
                 target: format!("Secrets labelled {selector}"),

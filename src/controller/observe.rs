@@ -163,16 +163,13 @@ async fn verify_first_sight(ctx: &Context, owner: &Owner, observed: &mut [Target
             if !unseen.contains(&target) {
                 continue;
             }
-            let data = s
-                .data
-                .as_ref()
-                .map(|d| {
-                    let template = s.annotations().get(crate::secret::TEMPLATE_HASH_ANNOTATION);
-                    crate::secret::content_hash(
-                        d.iter().map(|(k, v)| (k, &v.0)),
-                        template.map(String::as_str),
-                    )
-                });
+            let data = s.data.as_ref().map(|d| {
+                let template = s.annotations().get(crate::secret::TEMPLATE_HASH_ANNOTATION);
+                crate::secret::content_hash(
+                    d.iter().map(|(k, v)| (k, &v.0)),
+                    template.map(String::as_str),
+                )
+            });
             let annotated = s.annotations().get(crate::secret::DATA_HASH_ANNOTATION);
             if data.as_ref() != annotated {
                 mismatched.insert(target);

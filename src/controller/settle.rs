@@ -496,7 +496,11 @@ pub fn settle(
     let message = status::truncate(&message, status::MAX_MESSAGE);
     let condition =
         status::ready_condition(&previous.conditions, ready, why, &message, generation, now);
-    let served_count = u32::try_from(served.len()).unwrap_or(u32::MAX);
+    // Namespaces, not Secrets (a per-registry format writes several in one namespace);
+    // `served` is ordered by namespace.
+    let mut namespaces = served.iter().map(|t| &t.namespace).collect::<Vec<_>>();
+    namespaces.dedup();
+    let served_count = u32::try_from(namespaces.len()).unwrap_or(u32::MAX);
     let failures_count = match (failed, counted) {
         (true, true) => input.failures.saturating_add(1),
         (true, false) => input.failures,
