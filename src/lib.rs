@@ -14,6 +14,7 @@ pub mod leader;
 pub mod metrics;
 pub mod operator;
 pub mod policy;
+pub mod render;
 pub mod secret;
 pub mod secret_format;
 pub mod server;

@@ -9,6 +9,7 @@ use ecr_token_refresh::config::{self, CliOverrides, OperatorConfig};
 use ecr_token_refresh::ecr::AwsTokenSource;
 use ecr_token_refresh::operator::{self, Handles};
 use ecr_token_refresh::policy::testcmd;
+use ecr_token_refresh::render;
 use ecr_token_refresh::telemetry::{self, LogFormat};
 
 /// Kubernetes operator that keeps Amazon ECR image-pull Secrets fresh.
@@ -33,6 +34,19 @@ enum Command {
     /// Policy plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Print what the operator would write for resource files, offline (no cluster, no
+    /// AWS): each Secret (the password a placeholder), the target namespaces with each
+    /// policy decision, the ServiceAccount changes; or the errors, naming file, resource and
+    /// field (exit status 1).
+    Render(RenderCommand),
+}
+
+#[derive(clap::Args)]
+struct RenderCommand {
+    #[command(flatten)]
+    render: render::RenderArgs,
+    #[command(flatten)]
+    config: ConfigArgs,
 }
 
 #[derive(Subcommand)]
@@ -81,7 +95,48 @@ async fn main() -> anyhow::Result<()> {
         Command::Plugin(PluginCommand::Test(args)) => {
             tokio::task::spawn_blocking(move || testcmd::run(args)).await?
         }
+        Command::Render(cmd) => render_files(cmd).await,
     }
+}
+
+/// `render`: prints to stdout; errors to stderr, then exits with status 1.
+async fn render_files(cmd: RenderCommand) -> anyhow::Result<()> {
+    let config = cmd.config.load()?.config;
+    let args = cmd.render;
+    let mut resources = Vec::new();
+    let mut errors = Vec::new();
+    for path in &args.files {
+        let text = render::read(path)?;
+        let (found, bad) =
+            render::parse_resources(&path.display().to_string(), &text, &args.namespace);
+        resources.extend(found);
+        errors.extend(bad);
+    }
+    let state = match &args.cluster_state {
+        Some(path) => Some(
+            render::ClusterState::parse(&render::read(path)?)
+                .map_err(|e| anyhow::anyhow!("--cluster-state {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    // Compiling plugins blocks: off the async workers.
+    let for_policies = config.clone();
+    let policies = tokio::task::spawn_blocking(move || for_policies.policies()).await?;
+    let mut out = String::new();
+    errors.extend(render::render(&resources, &config, &policies, state.as_ref(), &mut out).await);
+    print!("{out}");
+    if errors.is_empty() {
+        return Ok(());
+    }
+    for e in &errors {
+        eprintln!("error: {e}");
+    }
+    eprintln!(
+        "{} error(s); {} resource(s) read",
+        errors.len(),
+        resources.len()
+    );
+    std::process::exit(1);
 }
 
 async fn run(config: OperatorConfig) -> anyhow::Result<()> {

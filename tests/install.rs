@@ -928,6 +928,41 @@ fn assert_policies_decide(objs: &[Value], namespace: &str) {
         &req("DELETE", "secrets", "db", null.clone(), foreign_opaque),
         &["DELETE Secret"],
     );
+    // The other formats of spec.secretTemplate: basic-auth, and Argo CD repository Secrets
+    // (Opaque only with Argo CD's repository label).
+    let argocd_labels =
+        json!({MANAGED_BY: "ecr-token-refresh", "argocd.argoproj.io/secret-type": "repository"});
+    for (type_, labels) in [
+        ("kubernetes.io/basic-auth", managed.clone()),
+        ("Opaque", argocd_labels.clone()),
+    ] {
+        let written = secret(namespace, "pull-fmt", type_, labels);
+        allowed(&req(
+            "CREATE",
+            "secrets",
+            "pull-fmt",
+            written.clone(),
+            null.clone(),
+        ));
+        allowed(&req("DELETE", "secrets", "pull-fmt", null.clone(), written));
+    }
+    let mut cluster_secret = argocd_labels.clone();
+    cluster_secret["argocd.argoproj.io/secret-type"] = json!("cluster");
+    let argocd_cluster = secret(namespace, "prod", "Opaque", cluster_secret);
+    denied(
+        &req(
+            "DELETE",
+            "secrets",
+            "prod",
+            null.clone(),
+            argocd_cluster.clone(),
+        ),
+        &["DELETE Secret", "did not write"],
+    );
+    denied(
+        &req("CREATE", "secrets", "prod", argocd_cluster, null.clone()),
+        &["CREATE Secret"],
+    );
     let mut refreshed = ours(namespace, "ecr-credentials");
     refreshed["data"][".dockerconfigjson"] = json!("eyJhdXRocyI6e319");
     allowed(&req(

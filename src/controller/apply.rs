@@ -394,7 +394,7 @@ pub(super) async fn pull_secrets(
 
 /// The record, on a ServiceAccount, of the `imagePullSecrets` entries the operator added:
 /// Secret name → uid of the resource it was added for. An unreadable record reads as empty.
-pub(super) fn added_pull_secrets(sa: &ServiceAccount) -> BTreeMap<String, String> {
+pub fn added_pull_secrets(sa: &ServiceAccount) -> BTreeMap<String, String> {
     sa.annotations()
         .get(PULL_SECRETS_ANNOTATION)
         .and_then(|v| serde_json::from_str(v).ok())

@@ -124,10 +124,21 @@ pub(super) async fn finalize(
     Ok(Action::requeue(delay))
 }
 
-/// Every Secret of `owner` in the namespaces the operator watches: image-pull Secrets (the
-/// only type it writes; anything else labelled alike is a tenant's, and never deleted) with
-/// the owner labels (and, for Secrets written by earlier versions, the owner name and
-/// namespace labels).
+/// The Secrets the operator writes, as (type, label selector it must also match): one per
+/// format of `spec.secretTemplate` (the installed admission policy allows the same).
+const WRITTEN_SHAPES: [(&str, Option<&str>); 3] = [
+    (secret::SECRET_TYPE, None),
+    (crate::secret_format::BASIC_AUTH_TYPE, None),
+    (
+        crate::secret_format::OPAQUE_TYPE,
+        Some("argocd.argoproj.io/secret-type=repository"),
+    ),
+];
+
+/// Every Secret of `owner` in the namespaces the operator watches: Secrets of the shapes it
+/// writes ([`WRITTEN_SHAPES`]; anything else labelled alike is a tenant's, and never
+/// deleted) with the owner labels (and, for Secrets written by earlier versions, the owner
+/// name and namespace labels).
 async fn list_copies(
     ctx: &Context,
     owner: &Owner,
@@ -149,9 +160,19 @@ async fn list_copies(
         ));
     }
     let mut out = Vec::new();
-    for selector in selectors {
+    let mut lists = Vec::with_capacity(selectors.len() * WRITTEN_SHAPES.len());
+    for selector in &selectors {
+        for (type_, label) in WRITTEN_SHAPES {
+            let labels = match label {
+                Some(l) => format!("{selector},{l}"),
+                None => selector.clone(),
+            };
+            lists.push((labels, format!("type={type_}")));
+        }
+    }
+    for (selector, fields) in lists {
         let list = api
-            .list_metadata(&ListParams::default().labels(&selector))
+            .list_metadata(&ListParams::default().labels(&selector).fields(&fields))
             .await
             .map_err(|source| Error::ReadSecret {
                 target: format!("Secrets labelled {selector}"),

@@ -44,10 +44,11 @@ use crate::policy::Policies;
 use crate::secret::MANAGED_SELECTOR;
 use crate::server::Health;
 
+pub use apply::added_pull_secrets;
 pub use caches::Caches;
 pub use fence::Fence;
 pub use memory::Memory;
-pub use reconcile::reconcile;
+pub use reconcile::{cr_info, reconcile, selection};
 pub use schedule::ScheduleSettings;
 
 /// Annotation on a ServiceAccount recording the `imagePullSecrets` entries the operator

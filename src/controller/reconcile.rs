@@ -241,7 +241,7 @@ async fn resume(
 }
 
 /// What the plugins see of a resource (never the token).
-fn cr_info(cr: &ECRTokenRefresh, spec: &ValidSpec) -> CrInfo {
+pub fn cr_info(cr: &ECRTokenRefresh, spec: &ValidSpec) -> CrInfo {
     CrInfo {
         name: cr.name_any(),
         namespace: cr.namespace().unwrap_or_default(),
@@ -260,7 +260,7 @@ fn cr_info(cr: &ECRTokenRefresh, spec: &ValidSpec) -> CrInfo {
 }
 
 /// The plugins a resource selects (`None`: built-in).
-fn selection(cr: &ECRTokenRefresh) -> PolicySelection {
+pub fn selection(cr: &ECRTokenRefresh) -> PolicySelection {
     let p = cr.spec.policy.clone().unwrap_or_default();
     PolicySelection {
         naming: p.naming,
@@ -289,40 +289,28 @@ impl Reconciler<'_> {
             .filter(|d| !d.is_zero())
     }
 
-    /// The Secrets this resource should have: the namespaces the fan-out policy chooses
-    /// (only its own unless the configuration allows more), each with the name the naming
-    /// policy gives.
+    /// The Secrets this resource should have, per [`targets::resolve`], among the cached
+    /// Namespaces.
     async fn targets(
         &self,
         selection: &PolicySelection,
         info: &CrInfo,
     ) -> Result<Vec<SecretTarget>, PolicyError> {
-        let policies = &self.ctx.policies;
-        let namespace = &self.owner.namespace;
-        let namespaces = if policies.needs_candidates(selection) {
-            let cached = self
-                .ctx
-                .caches
-                .as_ref()
-                .and_then(|c| c.namespaces.as_ref())
-                .map(|s| s.state());
-            let (candidates, allowed) = targets::candidates(
-                namespace,
-                cached.as_deref(),
-                &self.ctx.settings.fanout_sources,
-            );
-            policies
-                .select_namespaces(selection, info, &candidates, &allowed)
-                .await?
-        } else {
-            vec![namespace.clone()]
-        };
-        let mut targets = Vec::with_capacity(namespaces.len());
-        for namespace in namespaces {
-            let name = policies.secret_name(selection, info, &namespace).await?;
-            targets.push(SecretTarget { namespace, name });
-        }
-        Ok(targets)
+        let cached = self
+            .ctx
+            .caches
+            .as_ref()
+            .and_then(|c| c.namespaces.as_ref())
+            .map(|s| s.state());
+        targets::resolve(
+            &self.ctx.policies,
+            selection,
+            info,
+            &self.owner.namespace,
+            cached.as_deref(),
+            &self.ctx.settings.fanout_sources,
+        )
+        .await
     }
 
     /// The token the plan writes with, per [`plan::token_need`].

@@ -7,7 +7,42 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::ResourceExt;
 use kube::core::PartialObjectMeta;
 
-use crate::policy::{AllowedNamespaces, NamespaceInfo};
+use crate::policy::{
+    AllowedNamespaces, CrInfo, NamespaceInfo, Policies, PolicyError, PolicySelection,
+};
+use crate::secret::SecretTarget;
+
+/// The Secrets a resource should have, as its policies decide: the namespaces the fan-out
+/// policy chooses among [`candidates`] (only `own` unless `fanout_sources` lists it; the
+/// fan-out policy is asked only when it needs candidates), each with the name the naming
+/// policy gives. `namespaces` are the cluster's Namespaces (the watch cache, or a file for
+/// `render`); `None` when unknown.
+///
+/// # Errors
+/// The first [`PolicyError`] of a policy (it names the plugin and hook).
+pub async fn resolve(
+    policies: &Policies,
+    selection: &PolicySelection,
+    info: &CrInfo,
+    own: &str,
+    namespaces: Option<&[std::sync::Arc<PartialObjectMeta<Namespace>>]>,
+    fanout_sources: &BTreeSet<String>,
+) -> Result<Vec<SecretTarget>, PolicyError> {
+    let chosen = if policies.needs_candidates(selection) {
+        let (candidates, allowed) = candidates(own, namespaces, fanout_sources);
+        policies
+            .select_namespaces(selection, info, &candidates, &allowed)
+            .await?
+    } else {
+        vec![own.to_string()]
+    };
+    let mut targets = Vec::with_capacity(chosen.len());
+    for namespace in chosen {
+        let name = policies.secret_name(selection, info, &namespace).await?;
+        targets.push(SecretTarget { namespace, name });
+    }
+    Ok(targets)
+}
 
 /// The namespaces a resource may choose from, and may write into.
 ///
