@@ -14,6 +14,7 @@ pub mod leader;
 pub mod metrics;
 pub mod operator;
 pub mod policy;
+pub mod registry_check;
 pub mod secret;
 pub mod server;
 pub mod telemetry;

@@ -376,6 +376,7 @@ mod tests {
                 additional_registries: vec![],
                 auth: None,
                 suspend: false,
+                verify: None,
             },
         );
         cr.metadata.namespace = Some("default".into());

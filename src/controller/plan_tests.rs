@@ -416,6 +416,7 @@ fn the_hash_plan_expects_is_the_one_a_rendered_secret_carries() {
             additional_registries: vec![],
             auth: None,
             suspend: false,
+            verify: None,
         },
     );
     cr.metadata.namespace = Some(NS.into());

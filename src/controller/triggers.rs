@@ -198,6 +198,7 @@ mod tests {
                 additional_registries: vec![],
                 auth: None,
                 suspend: false,
+                verify: None,
             },
         );
         cr.metadata.generation = Some(1);
