@@ -180,7 +180,10 @@ impl VerifyConfig {
     }
 
     fn problems(&self, bad: &mut impl FnMut(&str, String)) {
-        for (key, d) in [("verify.timeout", self.timeout), ("verify.recheck", self.recheck)] {
+        for (key, d) in [
+            ("verify.timeout", self.timeout),
+            ("verify.recheck", self.recheck),
+        ] {
             if d.0.is_zero() {
                 bad(key, "must be positive".into());
             }
@@ -1204,10 +1207,7 @@ mod tests {
     #[test]
     fn the_verify_section_reaches_the_controller_and_names_bad_keys() {
         Jail::expect_with(|jail| {
-            jail.create_file(
-                "operator.yaml",
-                "verify:\n  default: true\n  timeout: 3s\n",
-            )?;
+            jail.create_file("operator.yaml", "verify:\n  default: true\n  timeout: 3s\n")?;
             let path = jail.directory().join("operator.yaml");
             jail.set_env(
                 "ECR_TOKEN_REFRESH_VERIFY__ENDPOINT",

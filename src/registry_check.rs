@@ -291,7 +291,11 @@ impl RegistryChecker {
 fn authorization(host: &str, username: &str, password: &SecretString) -> Option<HeaderValue> {
     let login = base64::engine::general_purpose::STANDARD
         .encode(format!("{username}:{}", password.expose_secret()));
-    let scheme = if host == PUBLIC_HOST { "Bearer" } else { "Basic" };
+    let scheme = if host == PUBLIC_HOST {
+        "Bearer"
+    } else {
+        "Basic"
+    };
     let mut value = HeaderValue::from_str(&format!("{scheme} {login}")).ok()?;
     value.set_sensitive(true);
     Some(value)
@@ -374,7 +378,10 @@ mod tests {
         // A Debug print of the request never shows the credentials.
         let req = request(&format!("https://{HOST}/v2/"), HOST, "AWS", &pw).unwrap();
         let shown = format!("{req:?}");
-        assert!(!shown.contains("QVdTOnBhOnNz") && !shown.contains("pa:ss"), "{shown}");
+        assert!(
+            !shown.contains("QVdTOnBhOnNz") && !shown.contains("pa:ss"),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -387,7 +394,11 @@ mod tests {
         });
         assert_eq!(overridden.url(HOST), "http://127.0.0.1:5000/v2/");
         let req = request(&overridden.url(HOST), HOST, "AWS", &"x".to_string().into()).unwrap();
-        assert_eq!(req.headers()[http::header::HOST], HOST, "the Host header names the registry");
+        assert_eq!(
+            req.headers()[http::header::HOST],
+            HOST,
+            "the Host header names the registry"
+        );
     }
 
     #[test]

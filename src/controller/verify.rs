@@ -65,10 +65,7 @@ pub fn verdict(
         (
             "False",
             reason::REJECTED,
-            format!(
-                "{}; the Secrets are kept as they are",
-                rejected.join("; ")
-            ),
+            format!("{}; the Secrets are kept as they are", rejected.join("; ")),
         )
     } else if !unknown.is_empty() {
         (
@@ -114,8 +111,9 @@ pub fn verdict(
 /// is published when its condition changed (status, reason or message); a passing one
 /// only when it passes again after a failure.
 pub fn event_for(previous: Option<&Condition>, now: &Condition) -> Option<(bool, &'static str)> {
-    let changed = previous
-        .is_none_or(|p| p.status != now.status || p.reason != now.reason || p.message != now.message);
+    let changed = previous.is_none_or(|p| {
+        p.status != now.status || p.reason != now.reason || p.message != now.message
+    });
     match now.status.as_str() {
         "False" if changed => Some((true, "CredentialsRejected")),
         "Unknown" if changed => Some((true, "RegistryUnreachable")),
@@ -189,7 +187,9 @@ pub(super) async fn after_refresh(
     );
     match condition.status.as_str() {
         "True" => tracing::info!(registries = checks.len(), "credentials verified"),
-        _ => tracing::warn!(reason = %condition.reason, message = %condition.message, "credential check failed"),
+        _ => {
+            tracing::warn!(reason = %condition.reason, message = %condition.message, "credential check failed")
+        }
     }
     if condition.status == "Unknown" {
         let recheck = settings.recheck;
@@ -230,15 +230,33 @@ mod tests {
     #[test]
     fn a_rejection_names_the_host_and_status_and_wins_over_unreachable() {
         let checks = [
-            check(EAST, CheckResult::Accepted { status: status(200) }),
-            check(WEST, CheckResult::Rejected { status: status(401) }),
-            check("public.ecr.aws", CheckResult::Unreachable { class: "timeout" }),
+            check(
+                EAST,
+                CheckResult::Accepted {
+                    status: status(200),
+                },
+            ),
+            check(
+                WEST,
+                CheckResult::Rejected {
+                    status: status(401),
+                },
+            ),
+            check(
+                "public.ecr.aws",
+                CheckResult::Unreachable { class: "timeout" },
+            ),
         ];
         let c = verdict(None, &checks, RECHECK, Some(3), t("2026-01-01T00:00:00Z"));
-        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "Rejected"));
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "Rejected")
+        );
         assert_eq!(
             c.message,
-            format!("{WEST} answered 401 Unauthorized to GET /v2/; the Secrets are kept as they are")
+            format!(
+                "{WEST} answered 401 Unauthorized to GET /v2/; the Secrets are kept as they are"
+            )
         );
         assert_eq!(c.observed_generation, Some(3));
     }
@@ -246,11 +264,19 @@ mod tests {
     #[test]
     fn unreachable_or_unavailable_is_unknown_with_the_recheck() {
         let checks = [
-            check(EAST, CheckResult::Unavailable { status: status(503) }),
+            check(
+                EAST,
+                CheckResult::Unavailable {
+                    status: status(503),
+                },
+            ),
             check(WEST, CheckResult::Unreachable { class: "connect" }),
         ];
         let c = verdict(None, &checks, RECHECK, Some(1), t("2026-01-01T00:00:00Z"));
-        assert_eq!((c.status.as_str(), c.reason.as_str()), ("Unknown", "Unreachable"));
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("Unknown", "Unreachable")
+        );
         assert_eq!(
             c.message,
             format!(
@@ -261,23 +287,56 @@ mod tests {
 
     #[test]
     fn all_accepted_is_verified_and_keeps_its_transition_time() {
-        let one = [check(EAST, CheckResult::Accepted { status: status(200) })];
+        let one = [check(
+            EAST,
+            CheckResult::Accepted {
+                status: status(200),
+            },
+        )];
         let first = verdict(None, &one, RECHECK, Some(1), t("2026-01-01T00:00:00Z"));
-        assert_eq!((first.status.as_str(), first.reason.as_str()), ("True", "Verified"));
+        assert_eq!(
+            (first.status.as_str(), first.reason.as_str()),
+            ("True", "Verified")
+        );
         assert_eq!(
             first.message,
             format!("{EAST} answered 200 OK to GET /v2/ with the Secret's credentials")
         );
         let two = [
-            check(EAST, CheckResult::Accepted { status: status(200) }),
-            check(WEST, CheckResult::Accepted { status: status(200) }),
+            check(
+                EAST,
+                CheckResult::Accepted {
+                    status: status(200),
+                },
+            ),
+            check(
+                WEST,
+                CheckResult::Accepted {
+                    status: status(200),
+                },
+            ),
         ];
-        let later = verdict(Some(&first), &two, RECHECK, Some(2), t("2026-01-01T08:00:00Z"));
+        let later = verdict(
+            Some(&first),
+            &two,
+            RECHECK,
+            Some(2),
+            t("2026-01-01T08:00:00Z"),
+        );
         assert_eq!(later.last_transition_time, first.last_transition_time);
-        assert!(later.message.starts_with("all 2 registries accepted"), "{}", later.message);
+        assert!(
+            later.message.starts_with("all 2 registries accepted"),
+            "{}",
+            later.message
+        );
         let failed = verdict(
             Some(&later),
-            &[check(EAST, CheckResult::Rejected { status: status(403) })],
+            &[check(
+                EAST,
+                CheckResult::Rejected {
+                    status: status(403),
+                },
+            )],
             RECHECK,
             Some(2),
             t("2026-01-01T09:00:00Z"),
@@ -290,7 +349,12 @@ mod tests {
         let now = t("2026-01-01T00:00:00Z");
         let ok = verdict(
             None,
-            &[check(EAST, CheckResult::Accepted { status: status(200) })],
+            &[check(
+                EAST,
+                CheckResult::Accepted {
+                    status: status(200),
+                },
+            )],
             RECHECK,
             Some(2),
             now,
@@ -314,7 +378,12 @@ mod tests {
         let now = t("2026-01-01T00:00:00Z");
         let rejected = verdict(
             None,
-            &[check(EAST, CheckResult::Rejected { status: status(401) })],
+            &[check(
+                EAST,
+                CheckResult::Rejected {
+                    status: status(401),
+                },
+            )],
             RECHECK,
             Some(1),
             now,
@@ -323,15 +392,27 @@ mod tests {
             event_for(None, &rejected),
             Some((true, "CredentialsRejected"))
         );
-        assert_eq!(event_for(Some(&rejected), &rejected), None, "same failure again");
+        assert_eq!(
+            event_for(Some(&rejected), &rejected),
+            None,
+            "same failure again"
+        );
         let ok = verdict(
             Some(&rejected),
-            &[check(EAST, CheckResult::Accepted { status: status(200) })],
+            &[check(
+                EAST,
+                CheckResult::Accepted {
+                    status: status(200),
+                },
+            )],
             RECHECK,
             Some(1),
             now,
         );
-        assert_eq!(event_for(Some(&rejected), &ok), Some((false, "CredentialsVerified")));
+        assert_eq!(
+            event_for(Some(&rejected), &ok),
+            Some((false, "CredentialsVerified"))
+        );
         assert_eq!(event_for(None, &ok), None, "a first pass is not news");
         assert_eq!(event_for(Some(&ok), &ok), None);
         let unknown = verdict(
@@ -341,7 +422,10 @@ mod tests {
             Some(1),
             now,
         );
-        assert_eq!(event_for(Some(&ok), &unknown), Some((true, "RegistryUnreachable")));
+        assert_eq!(
+            event_for(Some(&ok), &unknown),
+            Some((true, "RegistryUnreachable"))
+        );
     }
 
     #[test]
