@@ -166,6 +166,8 @@ async fn issued_credentials_are_verified_on_every_registry() {
         .wait_ready("checked", "True", "TokenRefreshed")
         .await;
     let c = wait_verified(&cluster, "checked", "True").await;
+    // Shown with --nocapture (the closing note of issue 11 quotes it).
+    println!("CredentialsVerified, good credentials:\n{c:#}");
     assert_eq!(c["reason"], "Verified");
     assert_eq!(
         c["message"],
@@ -212,6 +214,7 @@ async fn a_rejected_credential_names_the_host_and_status_and_keeps_the_secret_an
     let operator = Operator::start(&cluster, forged, settings(&registry, true));
     cluster.apply_sample("rejected", json!({"additionalRegistries": [WEST]}));
     let c = wait_verified(&cluster, "rejected", "False").await;
+    println!("CredentialsVerified, a forged credential:\n{c:#}");
     assert_eq!(c["reason"], "Rejected");
     assert_eq!(
         c["message"],
