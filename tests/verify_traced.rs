@@ -19,10 +19,13 @@ const GOOD: &str = "issued-password:1";
 const BAD: &str = "never-issued-password:2";
 const HOST: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
 
+/// A span's id, name and fields (name, value).
+type SpanSeen = (u64, String, Vec<(String, String)>);
+
 /// Span names with their fields, and every log event's fields, as text.
 #[derive(Clone, Default)]
 struct Seen {
-    spans: Arc<Mutex<Vec<(u64, String, Vec<(String, String)>)>>>,
+    spans: Arc<Mutex<Vec<SpanSeen>>>,
     events: Arc<Mutex<Vec<String>>>,
 }
 
