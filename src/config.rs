@@ -30,6 +30,7 @@ use crate::access::{AccessConfig, AccessRules};
 use crate::api::parse_go_duration;
 use crate::controller::{ScheduleSettings, Settings};
 use crate::policy::{BuiltinRetry, HostConfig, PluginRegistry, Policies};
+use crate::registry_check::{self, VerifySettings};
 use crate::telemetry::LogFormat;
 
 /// Prefix of the environment variables that override configuration keys.
@@ -56,6 +57,8 @@ pub struct OperatorConfig {
     /// Which namespaces may use which registries and identities (see [`crate::access`]).
     /// No rules (the default): all of them.
     pub access: AccessConfig,
+    /// The credential check after a refresh (`spec.verify`, see [`crate::registry_check`]).
+    pub verify: VerifyConfig,
     /// The HTTP server for `/metrics`, `/healthz` and `/readyz`.
     pub server: ServerConfig,
     /// Leader election between replicas.
@@ -124,6 +127,69 @@ impl Default for ControllerConfig {
         Self {
             concurrency: Settings::default().concurrency,
             write_concurrency: Settings::default().write_concurrency,
+        }
+    }
+}
+
+/// The credential check after a refresh (`spec.verify`): one `GET https://<host>/v2/` per
+/// registry with the new credentials.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerifyConfig {
+    /// `spec.verify` of resources that do not set it. Default `false`.
+    pub default: bool,
+    /// How long one check may take before the registry counts as unreachable. Default `10s`.
+    pub timeout: GoDuration,
+    /// How soon a check that could not reach a registry is tried again. Default `5m`.
+    pub recheck: GoDuration,
+    /// Base URL (`http://127.0.0.1:5000`) every check is sent to instead of
+    /// `https://<host>` (the `Host` header still names the registry), for tests and
+    /// stand-ins. Default: none, the registry itself.
+    pub endpoint: Option<String>,
+}
+
+impl Default for VerifyConfig {
+    fn default() -> Self {
+        let s = VerifySettings::default();
+        Self {
+            default: s.default,
+            timeout: GoDuration(s.timeout),
+            recheck: GoDuration(s.recheck),
+            endpoint: None,
+        }
+    }
+}
+
+impl VerifyConfig {
+    /// The checker's settings (an endpoint that does not parse is left out: validation
+    /// reports it).
+    pub fn settings(&self) -> VerifySettings {
+        VerifySettings {
+            default: self.default,
+            timeout: self.timeout.0,
+            recheck: self.recheck.0,
+            endpoint: self
+                .endpoint()
+                .and_then(|e| registry_check::parse_endpoint(e).ok()),
+        }
+    }
+
+    /// `endpoint`, with an empty value meaning none.
+    fn endpoint(&self) -> Option<&str> {
+        self.endpoint.as_deref().filter(|e| !e.is_empty())
+    }
+
+    fn problems(&self, bad: &mut impl FnMut(&str, String)) {
+        for (key, d) in [
+            ("verify.timeout", self.timeout),
+            ("verify.recheck", self.recheck),
+        ] {
+            if d.0.is_zero() {
+                bad(key, "must be positive".into());
+            }
+        }
+        if let Some(Err(e)) = self.endpoint().map(registry_check::parse_endpoint) {
+            bad("verify.endpoint", e.to_string());
         }
     }
 }
@@ -577,6 +643,7 @@ impl OperatorConfig {
                 ),
             );
         }
+        self.verify.problems(&mut bad);
         if self.controller.concurrency == 0 {
             bad("controller.concurrency", "must be at least 1".into());
         }
@@ -666,6 +733,7 @@ impl OperatorConfig {
             // A validated configuration always compiles; an unvalidated one that does not
             // refuses everything rather than open access.
             access: AccessRules::compile(&self.access).unwrap_or_else(|_| AccessRules::deny_all()),
+            verify: self.verify.settings(),
             ..Settings::default()
         }
     }
@@ -1132,6 +1200,45 @@ mod tests {
             let msg = err_text(load(Some(&path), &CliOverrides::default()));
             assert!(msg.contains("policy.plugins.x.sha256:"), "{msg}");
             assert!(msg.contains("operator.yaml"), "{msg}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_verify_section_reaches_the_controller_and_names_bad_keys() {
+        Jail::expect_with(|jail| {
+            jail.create_file("operator.yaml", "verify:\n  default: true\n  timeout: 3s\n")?;
+            let path = jail.directory().join("operator.yaml");
+            jail.set_env(
+                "ECR_TOKEN_REFRESH_VERIFY__ENDPOINT",
+                "http://127.0.0.1:5000",
+            );
+            let loaded = load(Some(&path), &CliOverrides::default()).unwrap();
+            let v = loaded.config.controller_settings().verify;
+            assert!(v.default);
+            assert_eq!(v.timeout, Duration::from_secs(3));
+            assert_eq!(v.recheck, VerifySettings::default().recheck);
+            assert_eq!(
+                v.endpoint.map(|u| u.to_string()),
+                Some("http://127.0.0.1:5000/".to_string())
+            );
+            assert_eq!(
+                OperatorConfig::default().controller_settings().verify,
+                VerifySettings::default()
+            );
+
+            jail.set_env("ECR_TOKEN_REFRESH_VERIFY__ENDPOINT", "http://x/v2/");
+            let msg = err_text(load(Some(&path), &CliOverrides::default()));
+            assert!(
+                msg.contains("verify.endpoint:")
+                    && msg.contains("without a path")
+                    && msg.contains("ECR_TOKEN_REFRESH_VERIFY__ENDPOINT"),
+                "{msg}"
+            );
+            jail.set_env("ECR_TOKEN_REFRESH_VERIFY__ENDPOINT", "");
+            jail.create_file("operator.yaml", "verify:\n  recheck: 0s\n")?;
+            let msg = err_text(load(Some(&path), &CliOverrides::default()));
+            assert!(msg.contains("verify.recheck:"), "{msg}");
             Ok(())
         });
     }

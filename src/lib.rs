@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod operator;
 pub mod policy;
 pub mod render;
+pub mod registry_check;
 pub mod secret;
 pub mod secret_format;
 pub mod server;

@@ -14,6 +14,7 @@
 //! | `ecr_token_refresh_plugin_call_duration_seconds` | histogram | `plugin`, `hook` | plugin call time |
 //! | `ecr_token_refresh_token_expires_in_seconds` | gauge | `namespace`, `name` | seconds until the token in a resource's Secret expires, computed at scrape time (negative once expired) |
 //! | `ecr_token_refresh_token_expiry_timestamp_seconds` | gauge | `namespace`, `name` | when it expires (Unix time) |
+//! | `ecr_token_refresh_registry_checks_total` | counter | `outcome` | credential checks (`spec.verify`): one `GET /v2/` per registry host, `verified`, `rejected`, `unavailable` (5xx, 429) or `unreachable` |
 //! | `ecr_token_refresh_leader` | gauge | | 1 while this replica is the leader (or leader election is off), else 0 |
 //!
 //! Label values are resource names, plugin names and fixed words: never a token.
@@ -119,6 +120,7 @@ pub struct Metrics {
     reconciles: Family<OutcomeLabels, Counter>,
     reconcile_duration: Family<OutcomeLabels, Histogram, fn() -> Histogram>,
     ecr_requests: Family<OutcomeLabels, Counter>,
+    registry_checks: Family<OutcomeLabels, Counter>,
     token_lookups: Family<ResultLabels, Counter>,
     sts_calls: Family<StsCallLabels, Counter>,
     secrets_written: Family<ReasonLabels, Counter>,
@@ -137,6 +139,7 @@ impl Default for Metrics {
             reconciles: Family::default(),
             reconcile_duration: Family::new_with_constructor(reconcile_histogram),
             ecr_requests: Family::default(),
+            registry_checks: Family::default(),
             token_lookups: Family::default(),
             sts_calls: Family::default(),
             secrets_written: Family::default(),
@@ -176,6 +179,12 @@ impl Metrics {
             "ecr_requests",
             "ECR GetAuthorizationToken calls, by outcome (success or the error kind)",
             self.ecr_requests.clone(),
+        );
+        registry.register(
+            "registry_checks",
+            "Credential checks (spec.verify), one GET /v2/ per registry host, by outcome \
+             (verified, rejected, unavailable, unreachable)",
+            self.registry_checks.clone(),
         );
         registry.register(
             "token_cache_lookups",
@@ -242,6 +251,16 @@ impl Metrics {
     /// One `GetAuthorizationToken` call finished: `success`, or the error kind's label.
     pub fn ecr_call(&self, outcome: &str) {
         self.ecr_requests
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// One credential check of a registry host finished: `verified`, `rejected`,
+    /// `unavailable` or `unreachable`.
+    pub fn registry_check(&self, outcome: &str) {
+        self.registry_checks
             .get_or_create(&OutcomeLabels {
                 outcome: outcome.to_owned(),
             })

@@ -485,6 +485,7 @@ mod tests {
                 auth: None,
                 suspend: false,
                 secret_template: None,
+                verify: None,
             },
         );
         cr.metadata.namespace = Some("default".into());

@@ -67,6 +67,7 @@ pub const GROUP: &str = "ecr.aws.edenlab.io";
     doc = "Keeps a kubernetes.io/dockerconfigjson Secret holding an Amazon ECR authorization token fresh.",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Verified","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"CredentialsVerified\")].status"}"#,
     printcolumn = r#"{"name":"Registry","type":"string","jsonPath":".spec.ecrRegistry"}"#,
     printcolumn = r#"{"name":"Namespaces","type":"integer","jsonPath":".status.servedNamespaces"}"#,
     printcolumn = r#"{"name":"Suspended","type":"boolean","jsonPath":".spec.suspend"}"#,
@@ -130,6 +131,14 @@ pub struct ECRTokenRefreshSpec {
     /// `kubernetes.io/dockerconfigjson` Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_template: Option<SecretTemplate>,
+    /// `true`: after each refresh, log in once to every registry with the new credentials
+    /// (`GET https://<host>/v2/`, as a container runtime does before a pull) and report the
+    /// answer in the `CredentialsVerified` condition (`Verified`, or `Rejected` with the
+    /// host and HTTP status, or `Unreachable`). A failed check never removes or rewrites a
+    /// Secret and never changes `Ready`. Omitted: the operator's `verify.default` (false
+    /// unless configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<bool>,
 
     /// Whose credentials get the tokens. Omitted: the operator's own identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -20,6 +20,7 @@ pub mod settle;
 pub mod status;
 pub mod targets;
 mod triggers;
+mod verify;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -42,6 +43,7 @@ use crate::ecr::{TokenCache, TokenSource};
 use crate::metrics::Metrics;
 use crate::policy::Policies;
 use crate::secret::MANAGED_SELECTOR;
+use crate::registry_check::{RegistryChecker, VerifySettings};
 use crate::server::Health;
 
 pub use apply::added_pull_secrets;
@@ -75,6 +77,9 @@ pub struct Settings {
     /// Which namespaces may use which registries and identities; checked before any AWS
     /// call. Default: no rules, everything allowed.
     pub access: AccessRules,
+    /// The credential check after a refresh (`spec.verify`). Default: off unless a
+    /// resource asks for it.
+    pub verify: VerifySettings,
 }
 
 impl Default for Settings {
@@ -87,6 +92,7 @@ impl Default for Settings {
             write_concurrency: 16,
             fanout_sources: BTreeSet::new(),
             access: AccessRules::default(),
+            verify: VerifySettings::default(),
         }
     }
 }
@@ -112,6 +118,8 @@ pub struct Context {
     pub memory: Arc<Memory>,
     /// Closed when this replica must stop writing (lost leadership).
     pub fence: Fence,
+    /// Runs the credential checks of `spec.verify` (with `settings.verify`).
+    pub registry: Arc<RegistryChecker>,
 }
 
 impl Context {
@@ -130,6 +138,7 @@ impl Context {
                 std::env::var("POD_NAME").ok(),
             ),
             client,
+            registry: Arc::new(RegistryChecker::new(settings.verify.clone())),
             tokens: Arc::new(TokenCache::new(tokens)),
             policies,
             settings,

@@ -417,6 +417,7 @@ fn the_hash_plan_expects_is_the_one_a_rendered_secret_carries() {
             auth: None,
             suspend: false,
             secret_template: None,
+            verify: None,
         },
     );
     cr.metadata.namespace = Some(NS.into());

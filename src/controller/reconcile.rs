@@ -17,7 +17,7 @@ use super::memory::{TokenFailure, Written};
 use super::plan::{self, Found, Input, TokenNeed, TokenState};
 use super::settle::{self, Outcome, Retry};
 use super::status::{self, reason};
-use super::{Context, Error, cleanup, observe, targets};
+use super::{Context, Error, cleanup, observe, targets, verify};
 use crate::api::{ECRTokenRefresh, ECRTokenRefreshStatus, Phase, ValidSpec};
 use crate::ecr::{Credentials, EcrError, FailureKind, HeldToken, TokenRequest};
 use crate::policy::{CrInfo, Failure, PolicyError, PolicySelection, RetryDecision};
@@ -203,6 +203,7 @@ pub async fn reconcile(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Result<Ac
     );
     let sa_failures = apply::pull_secrets(&ctx, &sa_ops).await?;
     let settled = settle::with_service_account_failures(settled, &sa_failures, &input, &retry);
+    let settled = verify::after_refresh(&ctx, &cr, settled, now).await;
     r.finish(&input, settled).await
 }
 

@@ -12,6 +12,9 @@ use crate::api::Phase;
 pub const READY: &str = "Ready";
 /// The condition type saying whether refreshing is suspended (`spec.suspend`).
 pub const SUSPENDED: &str = "Suspended";
+/// The condition type saying whether the registries accepted the Secret's credentials
+/// (`spec.verify`): `True` (`Verified`), `False` (`Rejected`) or `Unknown` (`Unreachable`).
+pub const CREDENTIALS_VERIFIED: &str = "CredentialsVerified";
 
 /// Condition reasons (CamelCase, per the API conventions).
 pub mod reason {
@@ -51,6 +54,15 @@ pub mod reason {
     pub const SUSPENDED: &str = "Suspended";
     /// `spec.suspend` was set back to false: refreshing goes on.
     pub const RESUMED: &str = "Resumed";
+    /// Every registry answered 2xx to `GET /v2/` with the Secret's credentials
+    /// (`CredentialsVerified=True`).
+    pub const VERIFIED: &str = "Verified";
+    /// A registry refused the Secret's credentials; the message names the host and the
+    /// HTTP status (`CredentialsVerified=False`).
+    pub const REJECTED: &str = "Rejected";
+    /// A registry could not be reached, or answered 5xx/429; the message names the host
+    /// (`CredentialsVerified=Unknown`).
+    pub const UNREACHABLE: &str = "Unreachable";
 }
 
 /// Longest condition message and `status.error` written, in bytes. (The API allows 32 KiB

@@ -199,6 +199,7 @@ mod tests {
                 auth: None,
                 suspend: false,
                 secret_template: None,
+                verify: None,
             },
         );
         cr.metadata.generation = Some(1);

@@ -6,6 +6,7 @@ pub mod ecr;
 pub mod moto;
 pub mod otlp;
 pub mod plugins;
+pub mod registry;
 pub mod tokens;
 pub mod web;
 pub mod world;
