@@ -826,7 +826,9 @@ impl LoadedConfig {
 /// One comment line saying which namespaces are watched, and how.
 fn describe_watch(namespaces: &[String]) -> String {
     match namespaces {
-        [] => "# watch: all namespaces (one cluster-wide watch per kind; fan-out possible)\n".into(),
+        [] => {
+            "# watch: all namespaces (one cluster-wide watch per kind; fan-out possible)\n".into()
+        }
         names => format!(
             "# watch: {} namespace{} ({}), one watch per namespace and kind; no fan-out\n",
             names.len(),

@@ -216,7 +216,11 @@ mod tests {
         // Namespace a lists; the store is not ready until b has listed too.
         send(
             &a_tx,
-            vec![Event::Init, Event::InitApply(sa("a", "one")), Event::InitDone],
+            vec![
+                Event::Init,
+                Event::InitApply(sa("a", "one")),
+                Event::InitDone,
+            ],
         );
         drain(&mut merged).await;
         assert!(futures::FutureExt::now_or_never(store.wait_until_ready()).is_none());
