@@ -687,6 +687,7 @@ impl OperatorConfig {
             schedule: ScheduleSettings {
                 refresh_margin: self.refresh.margin.0,
                 min_refresh_interval: self.refresh.min_interval.0,
+                ..ScheduleSettings::default()
             },
             conflict_recheck: self.refresh.conflict_recheck.0,
             concurrency: self.controller.concurrency,

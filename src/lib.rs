@@ -12,6 +12,7 @@ pub mod crd;
 pub mod ecr;
 pub mod leader;
 pub mod metrics;
+pub mod once;
 pub mod operator;
 pub mod policy;
 pub mod secret;

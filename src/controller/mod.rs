@@ -46,6 +46,7 @@ use crate::secret::{MANAGED_FIELDS, MANAGED_SELECTOR};
 use crate::server::Health;
 
 pub use caches::Caches;
+pub use cleanup::{FINALIZER, has_finalizer};
 pub use fence::Fence;
 pub use memory::Memory;
 pub use reconcile::reconcile;
