@@ -146,17 +146,30 @@ fn assert_grants(what: &str, granted: &BTreeSet<Grant>, expected: &BTreeSet<Gran
     );
 }
 
-/// The ServiceAccount the operator runs as, checked against the Deployment.
+/// The workload that runs the operator (the Deployment, or the CronJob of
+/// config/cronjob) and its pod spec.
+fn workload(objs: &[Value]) -> (&Value, &Value) {
+    match all_of(objs, "Deployment").as_slice() {
+        [deploy] => (deploy, &deploy["spec"]["template"]["spec"]),
+        [] => {
+            let cron = find(objs, "CronJob");
+            (
+                cron,
+                &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"],
+            )
+        }
+        many => panic!("more than one Deployment: {many:?}"),
+    }
+}
+
+/// The ServiceAccount the operator runs as, checked against the Deployment (or CronJob).
 fn operator_account(objs: &[Value]) -> (&str, &str) {
     let sa = find(objs, "ServiceAccount");
-    let deploy = find(objs, "Deployment");
+    let (workload, pod) = workload(objs);
     let name = str_of(&sa["metadata"]["name"], "ServiceAccount name");
     let namespace = str_of(&sa["metadata"]["namespace"], "ServiceAccount namespace");
-    assert_eq!(
-        deploy["spec"]["template"]["spec"]["serviceAccountName"],
-        name
-    );
-    assert_eq!(deploy["metadata"]["namespace"], namespace);
+    assert_eq!(pod["serviceAccountName"], name);
+    assert_eq!(workload["metadata"]["namespace"], namespace);
     (namespace, name)
 }
 
@@ -500,6 +513,102 @@ fn the_namespaced_install_runs_the_same_deployment_watching_its_namespace() {
         strip(find(&objs, "Deployment")),
         strip(find(&default_objs, "Deployment"))
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// CronJob (`ecr-token-refresh once`)
+// ---------------------------------------------------------------------------------------
+
+fn kubectl_present() -> bool {
+    Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output()
+        .is_ok()
+}
+
+#[test]
+fn the_cronjob_install_runs_once_every_six_hours_like_the_controller_runs() {
+    if !kubectl_present() {
+        eprintln!(
+            "SKIPPED: kubectl is not installed; `kubectl kustomize config/cronjob` cannot be checked"
+        );
+        return;
+    }
+    let objs = render("cronjob");
+    // No controller: no Deployment, no metrics Service.
+    assert!(all_of(&objs, "Deployment").is_empty());
+    assert!(all_of(&objs, "Service").is_empty());
+    let cron = find(&objs, "CronJob");
+    assert_eq!(cron["apiVersion"], "batch/v1");
+    assert_eq!(cron["spec"]["schedule"], "0 */6 * * *");
+    assert_eq!(cron["spec"]["concurrencyPolicy"], "Forbid");
+    let pod = &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    assert_eq!(pod["restartPolicy"], "Never");
+    let c = &pod["containers"][0];
+    assert_eq!(pod["containers"].as_array().unwrap().len(), 1);
+
+    // `once`, with the config file from the generated ConfigMap, refreshing what would be
+    // due before the next run six hours later.
+    let (config, text) = rendered_config(&objs);
+    let cm = find(&objs, "ConfigMap");
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["configMap"]["name"] == cm["metadata"]["name"])
+        .expect("a volume from the config ConfigMap");
+    let mount = c["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == volume["name"])
+        .expect("the config volume is mounted");
+    assert_eq!(mount["readOnly"], true);
+    let path = format!("{}/operator.yaml", str_of(&mount["mountPath"], "mountPath"));
+    assert_eq!(
+        c["args"],
+        json!(["once", "--config", path, "--next-run-in", "6h"])
+    );
+    // The same config as the controller's; with leader election on, a pass takes the
+    // Lease, so it never runs beside a controller of the same namespace.
+    let default_objs = render("default");
+    let (_, default_text) = rendered_config(&default_objs);
+    assert_eq!(text, default_text);
+    assert!(config.leader_election.enabled);
+    assert!(config.watch.namespaces.is_empty());
+
+    // The same container as the controller's, but for its name, args, port and probes;
+    // the same pod security, account and volumes.
+    let (_, default_pod) = workload(&default_objs);
+    let strip = |c: &Value| {
+        let mut c = c.clone();
+        for k in ["name", "args", "ports", "livenessProbe", "readinessProbe"] {
+            c.as_object_mut().unwrap().remove(k);
+        }
+        c
+    };
+    assert_eq!(strip(c), strip(&default_pod["containers"][0]));
+    assert_eq!(pod["securityContext"], default_pod["securityContext"]);
+    assert_eq!(pod["serviceAccountName"], default_pod["serviceAccountName"]);
+    let names = |p: &Value| -> Vec<Value> {
+        p["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["name"].clone())
+            .collect()
+    };
+    assert_eq!(names(pod), names(default_pod));
+
+    // The controller's RBAC, bound to the account the CronJob runs as, and its admission
+    // policies.
+    let mut calls = OPERATOR_CALLS.to_vec();
+    calls.push(NAMESPACE_CALLS);
+    calls.push(LEASE_CALLS);
+    assert_total_grants(&objs, &expand(&calls));
+    assert_bound_to_operator(&objs);
+    assert_admission_rendered(&objs);
 }
 
 // ---------------------------------------------------------------------------------------
