@@ -515,6 +515,74 @@ fn the_namespaced_install_runs_the_same_deployment_watching_its_namespace() {
     );
 }
 
+#[test]
+fn the_multi_namespace_install_grants_the_same_in_each_watched_namespace_and_no_other() {
+    let objs = render("multi-namespace");
+    let (home, account) = operator_account(&objs);
+    assert!(all_of(&objs, "ClusterRole").is_empty());
+    assert!(all_of(&objs, "ClusterRoleBinding").is_empty());
+    assert!(all_of(&objs, "Namespace").is_empty());
+    let (config, _) = rendered_config(&objs);
+    assert!(
+        config.watch.namespaces.len() >= 2,
+        "{:?}",
+        config.watch.namespaces
+    );
+    assert_eq!(config.watch.namespaces[0], home);
+
+    // One manager Role per watched namespace, each granting what the operator calls there
+    // (no Namespaces: it does not fan out), each bound to the operator's account.
+    let roles: Vec<&Value> = all_of(&objs, "Role")
+        .into_iter()
+        .filter(|r| str_of(&r["metadata"]["name"], "name").ends_with("-manager-role"))
+        .collect();
+    let mut role_namespaces: Vec<&str> = roles
+        .iter()
+        .map(|r| str_of(&r["metadata"]["namespace"], "Role namespace"))
+        .collect();
+    role_namespaces.sort();
+    let mut watched: Vec<&str> = config.watch.namespaces.iter().map(String::as_str).collect();
+    watched.sort();
+    assert_eq!(
+        role_namespaces, watched,
+        "a Role in each watched namespace, and no other"
+    );
+    for role in &roles {
+        let ns = &role["metadata"]["namespace"];
+        assert_grants(
+            &format!("manager Role in {ns}"),
+            &grants(role),
+            &expand(OPERATOR_CALLS),
+        );
+        let binding = all_of(&objs, "RoleBinding")
+            .into_iter()
+            .find(|b| {
+                &b["metadata"]["namespace"] == ns
+                    && b["roleRef"]["name"] == role["metadata"]["name"]
+            })
+            .unwrap_or_else(|| panic!("no RoleBinding of the manager Role in {ns}"));
+        assert_eq!(binding["roleRef"]["kind"], "Role");
+        assert_eq!(
+            binding["subjects"],
+            json!([{"kind": "ServiceAccount", "name": account, "namespace": home}]),
+            "{binding}"
+        );
+    }
+    // Leases only in the operator's own namespace.
+    let leases = named(&objs, "Role", "-leader-election-role");
+    assert_eq!(leases["metadata"]["namespace"], home);
+
+    // The admission policies fence its writes in every watched namespace.
+    assert_admission_rendered(&objs);
+    for binding in all_of(&objs, "ValidatingAdmissionPolicyBinding") {
+        let values = &binding["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"][0]
+            ["values"];
+        assert_eq!(values, &json!(config.watch.namespaces), "{binding}");
+    }
+    // The same Deployment as config/namespaced, reading this config.
+    assert_deployment_wired(&objs);
+}
+
 // ---------------------------------------------------------------------------------------
 // CronJob (`ecr-token-refresh once`)
 // ---------------------------------------------------------------------------------------
