@@ -7,7 +7,7 @@
 //! - Every key can be overridden by an environment variable: [`ENV_PREFIX`] followed by
 //!   the key path in upper case, `__` between levels:
 //!   `ECR_TOKEN_REFRESH_REFRESH__MARGIN=45m`, `ECR_TOKEN_REFRESH_LOG__FORMAT=json`,
-//!   `ECR_TOKEN_REFRESH_WATCH__NAMESPACES=[apps]`.
+//!   `ECR_TOKEN_REFRESH_WATCH__NAMESPACES=apps,team-b`.
 //! - Unknown keys and bad values stop start-up with [`ConfigError`], whose message names
 //!   each offending key and where its value came from (the file, or the variable).
 //!
@@ -73,9 +73,44 @@ pub struct OperatorConfig {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WatchConfig {
-    /// Namespaces whose `ECRTokenRefresh` objects are reconciled; empty (the default)
-    /// means all namespaces. At most one namespace for now.
+    /// Namespaces whose `ECRTokenRefresh` objects are reconciled, like the original
+    /// operator's `WATCH_NAMESPACES`; empty (the default) means all namespaces. The
+    /// operator opens one watch per namespace for each kind it reads, so it needs
+    /// permissions in those namespaces only (no ClusterRole); it then does not fan out.
+    /// In the environment either a list or comma-separated names:
+    /// `ECR_TOKEN_REFRESH_WATCH__NAMESPACES=apps,team-b` (or `=[apps, team-b]`).
+    #[serde(deserialize_with = "namespace_list")]
     pub namespaces: Vec<String>,
+}
+
+/// A list of names, or one string of comma-separated names (spaces around names ignored,
+/// an empty string is an empty list).
+fn namespace_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    struct Visitor;
+    impl<'de> serde::de::Visitor<'de> for Visitor {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of namespace names, or comma-separated names")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Vec<String>, E> {
+            Ok(v.split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(String::from)
+                .collect())
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Vec<String>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(name) = seq.next_element::<String>()? {
+                out.push(name);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(Visitor)
 }
 
 /// Refresh timing and retry backoff (Go durations).
@@ -586,17 +621,16 @@ impl OperatorConfig {
         let mut out: Vec<(String, String)> = Vec::new();
         let mut bad = |key: &str, msg: String| out.push((key.to_string(), msg));
 
-        if self.watch.namespaces.len() > 1 {
-            bad(
-                "watch.namespaces",
-                "watching more than one namespace is not supported yet; list one namespace, or none for all".into(),
-            );
-        }
         for (i, ns) in self.watch.namespaces.iter().enumerate() {
             if !is_dns_label(ns) {
                 bad(
                     &format!("watch.namespaces.{i}"),
                     format!("{ns:?} is not a namespace name"),
+                );
+            } else if self.watch.namespaces[..i].contains(ns) {
+                bad(
+                    &format!("watch.namespaces.{i}"),
+                    format!("{ns:?} is listed twice"),
                 );
             }
         }
@@ -716,10 +750,11 @@ impl OperatorConfig {
     #[allow(clippy::needless_update)]
     pub fn controller_settings(&self) -> Settings {
         Settings {
-            namespace: self.watch.namespaces.first().cloned(),
+            namespaces: self.watch.namespaces.clone(),
             schedule: ScheduleSettings {
                 refresh_margin: self.refresh.margin.0,
                 min_refresh_interval: self.refresh.min_interval.0,
+                ..ScheduleSettings::default()
             },
             conflict_recheck: self.refresh.conflict_recheck.0,
             concurrency: self.controller.concurrency,
@@ -797,6 +832,7 @@ impl LoadedConfig {
             "# environment overrides: {ENV_PREFIX}<SECTION>__<KEY>, e.g. {ENV_PREFIX}LOG__LEVEL"
         );
         self.explain_value(&value, &mut Vec::new(), 0, &mut out);
+        out.push_str(&describe_watch(&self.config.watch.namespaces));
         out.push_str(&self.config.access.describe());
         out.push_str(&describe_trace_export(self.config.telemetry.otlp));
         out
@@ -853,6 +889,21 @@ impl LoadedConfig {
             }
             path.pop();
         }
+    }
+}
+
+/// One comment line saying which namespaces are watched, and how.
+fn describe_watch(namespaces: &[String]) -> String {
+    match namespaces {
+        [] => {
+            "# watch: all namespaces (one cluster-wide watch per kind; fan-out possible)\n".into()
+        }
+        names => format!(
+            "# watch: {} namespace{} ({}), one watch per namespace and kind; no fan-out\n",
+            names.len(),
+            if names.len() == 1 { "" } else { "s" },
+            names.join(", ")
+        ),
     }
 }
 
@@ -935,7 +986,7 @@ mod tests {
         c.validate().unwrap();
         let s = c.controller_settings();
         let d = Settings::default();
-        assert_eq!(s.namespace, None);
+        assert!(s.namespaces.is_empty());
         assert_eq!(s.schedule, d.schedule);
         assert_eq!(s.concurrency, d.concurrency);
         assert_eq!(s.conflict_recheck, d.conflict_recheck);
@@ -1120,6 +1171,94 @@ mod tests {
                 msg.contains("ECR_TOKEN_REFRESH_CONTROLLER__CONCURRENCY"),
                 "{msg}"
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn several_watched_namespaces_from_the_file_or_comma_separated_from_the_environment() {
+        Jail::expect_with(|jail| {
+            jail.create_file("operator.yaml", "watch:\n  namespaces: [apps, team-b]\n")?;
+            let path = jail.directory().join("operator.yaml");
+            let loaded = load(Some(&path), &CliOverrides::default()).unwrap();
+            assert_eq!(loaded.config.watch.namespaces, ["apps", "team-b"]);
+            assert_eq!(
+                loaded.config.controller_settings().namespaces,
+                ["apps", "team-b"]
+            );
+            let explained = loaded.explain();
+            assert!(
+                explained.contains(
+                    "# watch: 2 namespaces (apps, team-b), one watch per namespace and kind"
+                ),
+                "{explained}"
+            );
+
+            // Like the original WATCH_NAMESPACES: comma-separated, spaces ignored.
+            jail.set_env("ECR_TOKEN_REFRESH_WATCH__NAMESPACES", "apps, team-b,team-c");
+            let loaded = load(Some(&path), &CliOverrides::default()).unwrap();
+            assert_eq!(loaded.config.watch.namespaces, ["apps", "team-b", "team-c"]);
+            let explained = loaded.explain();
+            assert!(
+                explained.contains("ECR_TOKEN_REFRESH_WATCH__NAMESPACES"),
+                "{explained}"
+            );
+            // ...or figment's list syntax; one name alone is a list of one.
+            jail.set_env("ECR_TOKEN_REFRESH_WATCH__NAMESPACES", "[apps, team-b]");
+            let loaded = load(Some(&path), &CliOverrides::default()).unwrap();
+            assert_eq!(loaded.config.watch.namespaces, ["apps", "team-b"]);
+            jail.set_env("ECR_TOKEN_REFRESH_WATCH__NAMESPACES", "apps");
+            let loaded = load(Some(&path), &CliOverrides::default()).unwrap();
+            assert_eq!(loaded.config.watch.namespaces, ["apps"]);
+            // An empty value: every namespace.
+            jail.set_env("ECR_TOKEN_REFRESH_WATCH__NAMESPACES", "");
+            let loaded = load(Some(&path), &CliOverrides::default()).unwrap();
+            assert!(loaded.config.watch.namespaces.is_empty());
+            assert!(loaded.explain().contains("# watch: all namespaces"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn each_watched_namespace_is_checked_and_none_twice() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "operator.yaml",
+                "watch:\n  namespaces: [apps, Team-B, apps, team-c, \"-x\", team-c]\n",
+            )?;
+            let path = jail.directory().join("operator.yaml");
+            let msg = err_text(load(Some(&path), &CliOverrides::default()));
+            assert!(
+                msg.contains("watch.namespaces.1: \"Team-B\" is not a namespace name (from file"),
+                "{msg}"
+            );
+            assert!(
+                msg.contains("watch.namespaces.2: \"apps\" is listed twice"),
+                "{msg}"
+            );
+            assert!(
+                msg.contains("watch.namespaces.4: \"-x\" is not a namespace name"),
+                "{msg}"
+            );
+            assert!(
+                msg.contains("watch.namespaces.5: \"team-c\" is listed twice"),
+                "{msg}"
+            );
+            assert!(!msg.contains("watch.namespaces.0"), "{msg}");
+            assert!(!msg.contains("watch.namespaces.3"), "{msg}");
+
+            jail.create_file("operator.yaml", "")?;
+            jail.set_env("ECR_TOKEN_REFRESH_WATCH__NAMESPACES", "apps,apps");
+            let msg = err_text(load(Some(&path), &CliOverrides::default()));
+            assert!(
+                msg.contains("watch.namespaces.1: \"apps\" is listed twice (from environment variable ECR_TOKEN_REFRESH_WATCH__NAMESPACES)"),
+                "{msg}"
+            );
+            // A name over 63 characters.
+            let long = "a".repeat(64);
+            jail.set_env("ECR_TOKEN_REFRESH_WATCH__NAMESPACES", &long);
+            let msg = err_text(load(Some(&path), &CliOverrides::default()));
+            assert!(msg.contains("watch.namespaces.0:"), "{msg}");
             Ok(())
         });
     }

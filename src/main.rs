@@ -1,12 +1,15 @@
 //! The `ecr-token-refresh` command line: a thin layer over the library.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use ecr_token_refresh::config::{self, CliOverrides, OperatorConfig};
 use ecr_token_refresh::ecr::AwsTokenSource;
+use ecr_token_refresh::metrics::Metrics;
 use ecr_token_refresh::operator::{self, Handles};
 use ecr_token_refresh::policy::testcmd;
 use ecr_token_refresh::render;
@@ -26,6 +29,13 @@ enum Command {
     /// and AWS credentials with the SDK's default chain (AWS_* variables, profile, IRSA,
     /// EKS Pod Identity, IMDS).
     Run(ConfigArgs),
+    /// Reconcile every resource once (same config, policies, credentials, writes and
+    /// status as `run`), print one line per resource (`namespace/name  Ready|NotReady|...
+    /// detail`) on stdout, and exit: 0 when every resource ended Ready, 1 otherwise.
+    /// For running the operator as a CronJob (config/cronjob). With leader election
+    /// configured, it takes the controller's Lease for the pass and refuses to run while a
+    /// controller holds it.
+    Once(OnceArgs),
     /// Print the effective configuration (defaults, config file, environment, flags),
     /// each value with where it came from; secret-looking values are redacted.
     Config(ConfigArgs),
@@ -69,6 +79,21 @@ struct ConfigArgs {
     log_format: Option<LogFormat>,
 }
 
+/// `once`: the config, and when the next pass comes.
+#[derive(clap::Args)]
+struct OnceArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Time until the next pass (the CronJob's period), as a Go duration (`6h`, `90m`):
+    /// every refresh due before then is done now, so no token expires between passes.
+    #[arg(long, value_name = "DURATION", default_value = "6h", value_parser = parse_duration)]
+    next_run_in: Duration,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    ecr_token_refresh::api::parse_go_duration(s).map_err(|e| e.to_string())
+}
+
 impl ConfigArgs {
     fn load(&self) -> anyhow::Result<config::LoadedConfig> {
         let cli = CliOverrides {
@@ -79,28 +104,28 @@ impl ConfigArgs {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
         Command::Crd => {
             print!("{}", ecr_token_refresh::crd::crd_yaml()?);
-            Ok(())
         }
         Command::Config(args) => {
             print!("{}", args.load()?.explain());
-            Ok(())
         }
-        Command::Run(args) => run(args.load()?.config).await,
+        Command::Run(args) => run(args.load()?.config).await?,
+        Command::Once(args) => return once(args.config.load()?.config, args.next_run_in).await,
         // Plugin output goes through WASI streams that block on their own runtime: run
         // the plugin on a blocking thread, never inside this async one.
         Command::Plugin(PluginCommand::Test(args)) => {
-            tokio::task::spawn_blocking(move || testcmd::run(args)).await?
+            tokio::task::spawn_blocking(move || testcmd::run(args)).await??
         }
-        Command::Render(cmd) => render_files(cmd).await,
+        Command::Render(cmd) => return render_files(cmd).await,
     }
+    Ok(ExitCode::SUCCESS)
 }
 
-/// `render`: prints to stdout; errors to stderr, then exits with status 1.
-async fn render_files(cmd: RenderCommand) -> anyhow::Result<()> {
+/// `render`: prints to stdout; errors to stderr, and then exit status 1.
+async fn render_files(cmd: RenderCommand) -> anyhow::Result<ExitCode> {
     let config = cmd.config.load()?.config;
     let args = cmd.render;
     let mut resources = Vec::new();
@@ -126,7 +151,7 @@ async fn render_files(cmd: RenderCommand) -> anyhow::Result<()> {
     errors.extend(render::render(&resources, &config, &policies, state.as_ref(), &mut out).await);
     print!("{out}");
     if errors.is_empty() {
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     }
     for e in &errors {
         eprintln!("error: {e}");
@@ -136,7 +161,7 @@ async fn render_files(cmd: RenderCommand) -> anyhow::Result<()> {
         errors.len(),
         resources.len()
     );
-    std::process::exit(1);
+    Ok(ExitCode::FAILURE)
 }
 
 async fn run(config: OperatorConfig) -> anyhow::Result<()> {
@@ -149,24 +174,60 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
     result
 }
 
-async fn serve(config: OperatorConfig) -> anyhow::Result<()> {
-    let client = kube::Client::try_default()
+/// `once`: one pass, the summary on stdout (logs go to stderr), exit 0 when every
+/// resource ended Ready.
+async fn once(config: OperatorConfig, next_run_in: Duration) -> anyhow::Result<ExitCode> {
+    let telemetry = telemetry::init(&config.log, &config.telemetry)?;
+    let result = async {
+        let client = cluster().await?;
+        let metrics = Arc::new(Metrics::default());
+        let tokens = token_source(&client, &metrics).await;
+        anyhow::Ok(
+            ecr_token_refresh::once::run(&config, client, tokens, metrics, next_run_in).await?,
+        )
+    }
+    .await;
+    if let Err(error) = &result {
+        tracing::error!(error = format!("{error:#}"), "the pass did not run");
+    }
+    telemetry.shutdown().await;
+    let summary = result?;
+    print!("{summary}");
+    Ok(if summary.all_ready() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The Kubernetes client, found like kubectl does.
+async fn cluster() -> anyhow::Result<kube::Client> {
+    kube::Client::try_default()
         .await
-        .context("cannot find a Kubernetes cluster (KUBECONFIG, ~/.kube/config or in-cluster)")?;
+        .context("cannot find a Kubernetes cluster (KUBECONFIG, ~/.kube/config or in-cluster)")
+}
+
+/// ECR tokens through the SDK's default credential chain; ServiceAccount tokens for web
+/// identity (spec.auth.serviceAccountRef) come through the operator's own Kubernetes
+/// client; STS calls are counted in `metrics`.
+async fn token_source(client: &kube::Client, metrics: &Arc<Metrics>) -> Arc<AwsTokenSource> {
+    Arc::new(
+        AwsTokenSource::from_env()
+            .await
+            .with_kube_client(client.clone())
+            .with_metrics(Arc::clone(metrics)),
+    )
+}
+
+async fn serve(config: OperatorConfig) -> anyhow::Result<()> {
+    let client = cluster().await?;
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("server.listen: cannot listen on {}", config.server.listen))?;
     let address = listener.local_addr().unwrap_or(config.server.listen);
     tracing::info!(%address, "serving /metrics, /healthz and /readyz");
     let handles = Handles::new(&config);
-    // ServiceAccount tokens for web identity (spec.auth.serviceAccountRef) come through the
-    // operator's own Kubernetes client; STS calls are counted in its metrics.
-    let tokens = Arc::new(
-        AwsTokenSource::from_env()
-            .await
-            .with_kube_client(client.clone())
-            .with_metrics(Arc::clone(&handles.metrics)),
-    );
+    let tokens = token_source(&client, &handles.metrics).await;
     operator::run(config, client, tokens, listener, handles, shutdown_signal()).await?;
     Ok(())
 }

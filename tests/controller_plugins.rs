@@ -128,7 +128,7 @@ async fn the_retry_plugin_decides_the_delay_and_the_host_clamps_it_before_expiry
         long.clone(),
         policies.clone(),
         ecr_token_refresh::controller::Settings {
-            namespace: Some("default".into()),
+            namespaces: vec!["default".into()],
             ..expiring_settings()
         },
     );

@@ -1129,7 +1129,7 @@ async fn two_instances_over_one_namespace_do_not_fight_over_an_edited_secret() {
         Arc::new(ScriptedTokens::with_lifetime(11 * 3600)),
         growing_policies(),
         ecr_token_refresh::controller::Settings {
-            namespace: Some("default".into()),
+            namespaces: vec!["default".into()],
             ..fast_settings()
         },
     );

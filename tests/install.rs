@@ -146,17 +146,30 @@ fn assert_grants(what: &str, granted: &BTreeSet<Grant>, expected: &BTreeSet<Gran
     );
 }
 
-/// The ServiceAccount the operator runs as, checked against the Deployment.
+/// The workload that runs the operator (the Deployment, or the CronJob of
+/// config/cronjob) and its pod spec.
+fn workload(objs: &[Value]) -> (&Value, &Value) {
+    match all_of(objs, "Deployment").as_slice() {
+        [deploy] => (deploy, &deploy["spec"]["template"]["spec"]),
+        [] => {
+            let cron = find(objs, "CronJob");
+            (
+                cron,
+                &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"],
+            )
+        }
+        many => panic!("more than one Deployment: {many:?}"),
+    }
+}
+
+/// The ServiceAccount the operator runs as, checked against the Deployment (or CronJob).
 fn operator_account(objs: &[Value]) -> (&str, &str) {
     let sa = find(objs, "ServiceAccount");
-    let deploy = find(objs, "Deployment");
+    let (workload, pod) = workload(objs);
     let name = str_of(&sa["metadata"]["name"], "ServiceAccount name");
     let namespace = str_of(&sa["metadata"]["namespace"], "ServiceAccount namespace");
-    assert_eq!(
-        deploy["spec"]["template"]["spec"]["serviceAccountName"],
-        name
-    );
-    assert_eq!(deploy["metadata"]["namespace"], namespace);
+    assert_eq!(pod["serviceAccountName"], name);
+    assert_eq!(workload["metadata"]["namespace"], namespace);
     (namespace, name)
 }
 
@@ -500,6 +513,170 @@ fn the_namespaced_install_runs_the_same_deployment_watching_its_namespace() {
         strip(find(&objs, "Deployment")),
         strip(find(&default_objs, "Deployment"))
     );
+}
+
+#[test]
+fn the_multi_namespace_install_grants_the_same_in_each_watched_namespace_and_no_other() {
+    let objs = render("multi-namespace");
+    let (home, account) = operator_account(&objs);
+    assert!(all_of(&objs, "ClusterRole").is_empty());
+    assert!(all_of(&objs, "ClusterRoleBinding").is_empty());
+    assert!(all_of(&objs, "Namespace").is_empty());
+    let (config, _) = rendered_config(&objs);
+    assert!(
+        config.watch.namespaces.len() >= 2,
+        "{:?}",
+        config.watch.namespaces
+    );
+    assert_eq!(config.watch.namespaces[0], home);
+
+    // One manager Role per watched namespace, each granting what the operator calls there
+    // (no Namespaces: it does not fan out), each bound to the operator's account.
+    let roles: Vec<&Value> = all_of(&objs, "Role")
+        .into_iter()
+        .filter(|r| str_of(&r["metadata"]["name"], "name").ends_with("-manager-role"))
+        .collect();
+    let mut role_namespaces: Vec<&str> = roles
+        .iter()
+        .map(|r| str_of(&r["metadata"]["namespace"], "Role namespace"))
+        .collect();
+    role_namespaces.sort();
+    let mut watched: Vec<&str> = config.watch.namespaces.iter().map(String::as_str).collect();
+    watched.sort();
+    assert_eq!(
+        role_namespaces, watched,
+        "a Role in each watched namespace, and no other"
+    );
+    for role in &roles {
+        let ns = &role["metadata"]["namespace"];
+        assert_grants(
+            &format!("manager Role in {ns}"),
+            &grants(role),
+            &expand(OPERATOR_CALLS),
+        );
+        let binding = all_of(&objs, "RoleBinding")
+            .into_iter()
+            .find(|b| {
+                &b["metadata"]["namespace"] == ns
+                    && b["roleRef"]["name"] == role["metadata"]["name"]
+            })
+            .unwrap_or_else(|| panic!("no RoleBinding of the manager Role in {ns}"));
+        assert_eq!(binding["roleRef"]["kind"], "Role");
+        assert_eq!(
+            binding["subjects"],
+            json!([{"kind": "ServiceAccount", "name": account, "namespace": home}]),
+            "{binding}"
+        );
+    }
+    // Leases only in the operator's own namespace.
+    let leases = named(&objs, "Role", "-leader-election-role");
+    assert_eq!(leases["metadata"]["namespace"], home);
+
+    // The admission policies fence its writes in every watched namespace.
+    assert_admission_rendered(&objs);
+    for binding in all_of(&objs, "ValidatingAdmissionPolicyBinding") {
+        let values = &binding["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"][0]
+            ["values"];
+        assert_eq!(values, &json!(config.watch.namespaces), "{binding}");
+    }
+    // The same Deployment as config/namespaced, reading this config.
+    assert_deployment_wired(&objs);
+}
+
+// ---------------------------------------------------------------------------------------
+// CronJob (`ecr-token-refresh once`)
+// ---------------------------------------------------------------------------------------
+
+fn kubectl_present() -> bool {
+    Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output()
+        .is_ok()
+}
+
+#[test]
+fn the_cronjob_install_runs_once_every_six_hours_like_the_controller_runs() {
+    if !kubectl_present() {
+        eprintln!(
+            "SKIPPED: kubectl is not installed; `kubectl kustomize config/cronjob` cannot be checked"
+        );
+        return;
+    }
+    let objs = render("cronjob");
+    // No controller: no Deployment, no metrics Service.
+    assert!(all_of(&objs, "Deployment").is_empty());
+    assert!(all_of(&objs, "Service").is_empty());
+    let cron = find(&objs, "CronJob");
+    assert_eq!(cron["apiVersion"], "batch/v1");
+    assert_eq!(cron["spec"]["schedule"], "0 */6 * * *");
+    assert_eq!(cron["spec"]["concurrencyPolicy"], "Forbid");
+    let pod = &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    assert_eq!(pod["restartPolicy"], "Never");
+    let c = &pod["containers"][0];
+    assert_eq!(pod["containers"].as_array().unwrap().len(), 1);
+
+    // `once`, with the config file from the generated ConfigMap, refreshing what would be
+    // due before the next run six hours later.
+    let (config, text) = rendered_config(&objs);
+    let cm = find(&objs, "ConfigMap");
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["configMap"]["name"] == cm["metadata"]["name"])
+        .expect("a volume from the config ConfigMap");
+    let mount = c["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == volume["name"])
+        .expect("the config volume is mounted");
+    assert_eq!(mount["readOnly"], true);
+    let path = format!("{}/operator.yaml", str_of(&mount["mountPath"], "mountPath"));
+    assert_eq!(
+        c["args"],
+        json!(["once", "--config", path, "--next-run-in", "6h"])
+    );
+    // The same config as the controller's; with leader election on, a pass takes the
+    // Lease, so it never runs beside a controller of the same namespace.
+    let default_objs = render("default");
+    let (_, default_text) = rendered_config(&default_objs);
+    assert_eq!(text, default_text);
+    assert!(config.leader_election.enabled);
+    assert!(config.watch.namespaces.is_empty());
+
+    // The same container as the controller's, but for its name, args, port and probes;
+    // the same pod security, account and volumes.
+    let (_, default_pod) = workload(&default_objs);
+    let strip = |c: &Value| {
+        let mut c = c.clone();
+        for k in ["name", "args", "ports", "livenessProbe", "readinessProbe"] {
+            c.as_object_mut().unwrap().remove(k);
+        }
+        c
+    };
+    assert_eq!(strip(c), strip(&default_pod["containers"][0]));
+    assert_eq!(pod["securityContext"], default_pod["securityContext"]);
+    assert_eq!(pod["serviceAccountName"], default_pod["serviceAccountName"]);
+    let names = |p: &Value| -> Vec<Value> {
+        p["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["name"].clone())
+            .collect()
+    };
+    assert_eq!(names(pod), names(default_pod));
+
+    // The controller's RBAC, bound to the account the CronJob runs as, and its admission
+    // policies.
+    let mut calls = OPERATOR_CALLS.to_vec();
+    calls.push(NAMESPACE_CALLS);
+    calls.push(LEASE_CALLS);
+    assert_total_grants(&objs, &expand(&calls));
+    assert_bound_to_operator(&objs);
+    assert_admission_rendered(&objs);
 }
 
 // ---------------------------------------------------------------------------------------

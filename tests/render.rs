@@ -170,7 +170,10 @@ fn a_fanout_resource_with_the_label_plugin_lists_the_labelled_namespaces() {
     assert!(!stdout.contains("team-c"), "{stdout}");
 
     // Without the cluster state, only the resource's own namespace is known.
-    let out = render(&["-f", "pull.yaml", "--config", "operator.yaml"], dir.path());
+    let out = render(
+        &["-f", "pull.yaml", "--config", "operator.yaml"],
+        dir.path(),
+    );
     let stdout = text(&out.stdout);
     assert!(
         stdout.contains("# fan-out (plugin labelled): 0 namespace(s)"),

@@ -143,7 +143,7 @@ async fn list_copies(
     ctx: &Context,
     owner: &Owner,
 ) -> Result<Vec<(SecretTarget, SecretMeta)>, Error> {
-    let api: Api<PartialObjectMeta<Secret>> = match &ctx.settings.namespace {
+    let api: Api<PartialObjectMeta<Secret>> = match ctx.settings.secrets_scope(&owner.namespace) {
         Some(ns) => Api::namespaced(ctx.client.clone(), ns),
         None => Api::all(ctx.client.clone()),
     };

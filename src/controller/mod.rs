@@ -21,6 +21,7 @@ pub mod status;
 pub mod targets;
 mod triggers;
 mod verify;
+pub mod watches;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -28,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::Client;
 use kube::api::{Api, ListParams};
 use kube::core::PartialObjectMeta;
@@ -42,12 +43,13 @@ use crate::api::ECRTokenRefresh;
 use crate::ecr::{TokenCache, TokenSource};
 use crate::metrics::Metrics;
 use crate::policy::Policies;
-use crate::secret::MANAGED_SELECTOR;
 use crate::registry_check::{RegistryChecker, VerifySettings};
+use crate::secret::MANAGED_SELECTOR;
 use crate::server::Health;
 
 pub use apply::added_pull_secrets;
 pub use caches::Caches;
+pub use cleanup::{FINALIZER, has_finalizer};
 pub use fence::Fence;
 pub use memory::Memory;
 pub use reconcile::{cr_info, reconcile, selection};
@@ -61,8 +63,9 @@ pub const PULL_SECRETS_ANNOTATION: &str = "ecr.aws.edenlab.io/image-pull-secrets
 /// Controller settings (built from the operator config by `OperatorConfig::controller_settings`).
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Watch only this namespace; `None` watches all namespaces.
-    pub namespace: Option<String>,
+    /// Watch only these namespaces (one watch per namespace and kind); empty watches all
+    /// namespaces with one watch per kind. Only a cluster-wide operator fans out.
+    pub namespaces: Vec<String>,
     /// Refresh timing (retry timing is the retry policy's).
     pub schedule: ScheduleSettings,
     /// How often to look again at a resource blocked by a foreign Secret (default 60 s).
@@ -85,7 +88,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            namespace: None,
+            namespaces: Vec::new(),
             schedule: ScheduleSettings::default(),
             conflict_recheck: Duration::from_secs(60),
             concurrency: 8,
@@ -94,6 +97,20 @@ impl Default for Settings {
             access: AccessRules::default(),
             verify: VerifySettings::default(),
         }
+    }
+}
+
+impl Settings {
+    /// Whether the operator watches every namespace (and may fan out).
+    pub fn cluster_wide(&self) -> bool {
+        self.namespaces.is_empty()
+    }
+
+    /// The namespace to list a resource's Secrets in: all (`None`) for a cluster-wide
+    /// operator; else the resource's own, the only one an operator watching listed
+    /// namespaces writes into (it does not fan out).
+    pub fn secrets_scope<'a>(&self, resource_namespace: &'a str) -> Option<&'a str> {
+        (!self.cluster_wide()).then_some(resource_namespace)
     }
 }
 
@@ -305,56 +322,50 @@ pub async fn run_with(
     observers: Observers,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), StartError> {
-    let scoped = |client: &Client| -> (Api<ECRTokenRefresh>, Api<PartialObjectMeta<Secret>>) {
-        match &settings.namespace {
-            Some(ns) => (
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client.clone(), ns),
-            ),
-            None => (Api::all(client.clone()), Api::all(client.clone())),
-        }
-    };
-    let (crs, secrets) = scoped(&client);
-    crs.list(&ListParams::default().limit(1))
-        .await
-        .map_err(StartError::CrdMissing)?;
+    let namespaces = settings.namespaces.clone();
+    check_crd(&client, &namespaces).await?;
     let concurrency = settings.concurrency;
-    let cluster_wide = settings.namespace.is_none();
+    let cluster_wide = settings.cluster_wide();
 
     let mut ctx = Context::new(client.clone(), tokens, policies, settings.clone());
     ctx.metrics = Arc::clone(&observers.metrics);
     ctx.fence = observers.fence.clone();
     let memory = Arc::clone(&ctx.memory);
 
+    // One watch per watched namespace and kind (one of the whole cluster when none is
+    // listed), merged (see `watches`).
+    //
     // The resources: every change goes into the store reconciles read, but only changes
     // made by users or the cluster (not the operator's status writes) trigger a reconcile.
     let (cr_store, cr_writer) = reflector::store();
-    let cr_events = watcher::watcher(crs, watcher::Config::default().any_semantic())
-        .default_backoff()
-        .reflect(cr_writer)
-        .applied_objects()
-        .predicate_filter(triggers::resource_changed, Default::default());
+    let cr_events = watches::scoped::<ECRTokenRefresh>(
+        &client,
+        &namespaces,
+        &watcher::Config::default().any_semantic(),
+        |_| {},
+    )
+    .reflect(cr_writer)
+    .applied_objects()
+    .predicate_filter(triggers::resource_changed, Default::default());
     let cr_events = log_errors(cr_events, "ecrtokenrefreshes");
 
-    // Managed Secrets: one metadata-only watch of labelled Secrets (of every format) feeds the
-    // cache reconciles read and the trigger that repairs a deleted or edited Secret.
+    // Managed Secrets: a metadata-only watch of labelled Secrets (of every format) feeds
+    // the cache reconciles read and the trigger that repairs a deleted or edited Secret.
     let (secret_store, secret_writer) = reflector::store::<PartialObjectMeta<Secret>>();
-    let secret_events = watcher::watcher(
-        secrets,
-        watcher::Config::default()
-            .labels(MANAGED_SELECTOR)
-            .any_semantic(),
+    let secret_events = watches::scoped(
+        &client,
+        &namespaces,
+        &secret_watch_config(),
+        caches::strip_secret,
     )
-    .default_backoff()
-    .modify(caches::strip_secret)
     .reflect(secret_writer)
     .flat_map(triggers::secret_changes(
         secret_store.clone(),
         Arc::clone(&memory),
     ));
     let secret_events = log_errors(secret_events, "secrets");
-    // Namespaces (metadata only) are the fan-out candidates; only a cluster-wide
-    // operator can fan out.
+    // Namespaces (metadata only, cluster-scoped) are the fan-out candidates; only a
+    // cluster-wide operator can fan out, and only it watches them.
     let (ns_store, ns_writer) = reflector::store();
     let ns_api: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
     let ns_events = watcher::watcher(ns_api, watcher::Config::default().any_semantic())
@@ -364,15 +375,14 @@ pub async fn run_with(
         .touched_objects();
     let ns_events = log_errors(ns_events, "namespaces");
     let (sa_store, sa_writer) = reflector::store();
-    let sa_api: Api<ServiceAccount> = match &settings.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    let sa_events = watcher::watcher(sa_api, watcher::Config::default().any_semantic())
-        .default_backoff()
-        .modify(caches::strip_service_account)
-        .reflect(sa_writer)
-        .touched_objects();
+    let sa_events = watches::scoped(
+        &client,
+        &namespaces,
+        &watcher::Config::default().any_semantic(),
+        caches::strip_service_account,
+    )
+    .reflect(sa_writer)
+    .touched_objects();
     let sa_events = log_errors(sa_events, "serviceaccounts");
 
     ctx.caches = Some(Caches::new(
@@ -383,6 +393,7 @@ pub async fn run_with(
     let ctx = Arc::new(ctx);
     tracing::info!(
         access_rules = ctx.settings.access.len(),
+        namespaces = ?ctx.settings.namespaces,
         "controller started"
     );
     let controller = Controller::for_stream(cr_events, cr_store.clone())
@@ -426,6 +437,71 @@ pub async fn run_with(
     Ok(())
 }
 
+/// The managed-Secret watch: metadata of Secrets with the managed-by label and the
+/// image-pull type.
+fn secret_watch_config() -> watcher::Config {
+    watcher::Config::default()
+        .labels(MANAGED_SELECTOR)
+        .any_semantic()
+}
+
+/// Lists the custom resources once in each watched namespace (or the whole cluster), so a
+/// missing CRD or missing permissions stop start-up with a clear message.
+async fn check_crd(client: &Client, namespaces: &[String]) -> Result<(), StartError> {
+    let probe = ListParams::default().limit(1);
+    if namespaces.is_empty() {
+        let crs: Api<ECRTokenRefresh> = Api::all(client.clone());
+        crs.list(&probe).await.map_err(StartError::CrdMissing)?;
+    }
+    for namespace in namespaces {
+        let crs: Api<ECRTokenRefresh> = Api::namespaced(client.clone(), namespace);
+        crs.list(&probe).await.map_err(StartError::CrdMissing)?;
+    }
+    Ok(())
+}
+
+/// Watch caches for a single pass (`ecr-token-refresh once`): the same watches as
+/// [`run_with`] (managed Secrets, ServiceAccounts, and Namespaces for a cluster-wide
+/// operator), kept up to date by a task that stops when the returned guard is dropped.
+/// Wait for [`Caches::ready`] before reconciling.
+pub fn pass_caches(client: &Client, settings: &Settings) -> (Caches, AbortOnDrop) {
+    let namespaces = &settings.namespaces;
+    let (secret_store, secret_writer) = reflector::store::<PartialObjectMeta<Secret>>();
+    let secrets = watches::scoped(
+        client,
+        namespaces,
+        &secret_watch_config(),
+        caches::strip_secret,
+    )
+    .reflect(secret_writer);
+    let secrets = log_errors(secrets, "secrets").map(|_| ());
+    let (sa_store, sa_writer) = reflector::store();
+    let sas = watches::scoped(
+        client,
+        namespaces,
+        &watcher::Config::default().any_semantic(),
+        caches::strip_service_account,
+    )
+    .reflect(sa_writer);
+    let sas = log_errors(sas, "serviceaccounts").map(|_| ());
+    let mut streams = vec![secrets.boxed(), sas.boxed()];
+    let ns_store = settings.cluster_wide().then(|| {
+        let (ns_store, ns_writer) = reflector::store();
+        let ns_api: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
+        let events = watcher::watcher(ns_api, watcher::Config::default().any_semantic())
+            .default_backoff()
+            .modify(caches::strip_namespace)
+            .reflect(ns_writer);
+        streams.push(log_errors(events, "namespaces").map(|_| ()).boxed());
+        ns_store
+    });
+    let task = tokio::spawn(futures::stream::select_all(streams).for_each(|()| async {}));
+    (
+        Caches::new(secret_store, ns_store, sa_store),
+        AbortOnDrop(task),
+    )
+}
+
 /// Logs and drops the errors of a watch stream. The watcher lists again on its own (after
 /// its backoff, with a 410 Gone at once); an error passed on to the Controller would pause
 /// every trigger stream for seconds (kube-runtime's trigger backoff), leaving the operator
@@ -450,7 +526,8 @@ where
 }
 
 /// A task aborted when the guard is dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+#[derive(Debug)]
+pub struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

@@ -124,10 +124,8 @@ async fn verify_first_sight(ctx: &Context, owner: &Owner, observed: &mut [Target
     if unseen.is_empty() {
         return;
     }
-    let path = match &ctx.settings.namespace {
-        Some(ns) => <Secret as kube::Resource>::url_path(&(), Some(ns)),
-        None => <Secret as kube::Resource>::url_path(&(), None),
-    };
+    let path =
+        <Secret as kube::Resource>::url_path(&(), ctx.settings.secrets_scope(&owner.namespace));
     let mut mismatched = BTreeSet::new();
     let mut token: Option<String> = None;
     loop {

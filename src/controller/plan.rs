@@ -191,7 +191,10 @@ pub fn token_need(input: &Input) -> TokenNeed {
         // Every target is someone else's: no token would be written anywhere.
         return TokenNeed::None;
     }
-    let due = input.scheduled_refresh().is_none_or(|t| input.now >= t);
+    let ahead = jiff::SignedDuration::try_from(input.schedule.refresh_ahead)
+        .unwrap_or(jiff::SignedDuration::MAX);
+    let horizon = input.now.saturating_add(ahead).unwrap_or(Timestamp::MAX);
+    let due = input.scheduled_refresh().is_none_or(|t| horizon >= t);
     if due {
         return TokenNeed::Refresh;
     }

@@ -78,6 +78,22 @@ fn due_by_frequency_means_refresh_exactly_from_the_scheduled_time() {
 }
 
 #[test]
+fn a_refresh_due_before_the_next_pass_counts_as_due_with_refresh_ahead() {
+    // Fetched 2h ago, frequency 8h: due in 6h. A pass whose next run is in 6h refreshes
+    // now; one whose next run is sooner does not (the next one will).
+    let tok = ecr_token("pw", h(2));
+    let mut input = Scenario::new()
+        .holding(&tok)
+        .ours(NS, holding(NS, &tok))
+        .build();
+    assert_eq!(token_need(&input), TokenNeed::None);
+    input.schedule.refresh_ahead = 6 * HOUR;
+    assert_eq!(token_need(&input), TokenNeed::Refresh);
+    input.schedule.refresh_ahead = 6 * HOUR - Duration::from_secs(1);
+    assert_eq!(token_need(&input), TokenNeed::None);
+}
+
+#[test]
 fn due_by_expiry_minus_margin_even_with_a_long_frequency() {
     // Frequency 24h: the expiry (12h after fetch) minus the 30 min margin decides.
     let tok = ecr_token("pw", h(11) + 30 * 60);

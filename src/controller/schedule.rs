@@ -14,6 +14,10 @@ pub struct ScheduleSettings {
     /// Never schedule refreshes closer than this, even when a token claims to be already
     /// expired (clock skew, a misbehaving stand-in): no spinning.
     pub min_refresh_interval: Duration,
+    /// A refresh due within this long counts as due now. Zero for the controller, which
+    /// wakes up when a refresh is due; `ecr-token-refresh once` sets it to the time until
+    /// its next run, so that no token expires between two runs.
+    pub refresh_ahead: Duration,
 }
 
 impl Default for ScheduleSettings {
@@ -21,6 +25,7 @@ impl Default for ScheduleSettings {
         Self {
             refresh_margin: Duration::from_secs(30 * 60),
             min_refresh_interval: Duration::from_secs(60),
+            refresh_ahead: Duration::ZERO,
         }
     }
 }
