@@ -427,6 +427,8 @@ mod tests {
                 additional_registries: vec![],
                 auth: None,
                 suspend: false,
+                secret_template: None,
+                verify: None,
             },
         );
         cr.metadata.namespace = Some("apps".into());
