@@ -113,6 +113,21 @@ async fn argocd_repository_and_basic_formats_write_one_secret_per_registry_with_
             "garbage-collected with the resource"
         );
     }
+    // For the record: the first one as YAML, password elided.
+    let mut shown = cluster
+        .secret("charts-argocd-123456789012-us-east-1")
+        .unwrap();
+    shown["data"]["password"] = json!("<elided>");
+    for k in [
+        "managedFields",
+        "creationTimestamp",
+        "resourceVersion",
+        "uid",
+    ] {
+        shown["metadata"].as_object_mut().unwrap().remove(k);
+    }
+    println!("{}", serde_yaml::to_string(&shown).unwrap());
+
     // Each holds the token of its own region.
     assert_ne!(
         text(
