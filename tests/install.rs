@@ -1341,3 +1341,78 @@ fn the_namespaced_policies_fence_the_operators_writes_in_its_namespace() {
     };
     assert_eq!(admit(&objs, &r), Verdict::NotMatched);
 }
+
+// ---------------------------------------------------------------------------------------
+// Plugin delivery (config/plugins/*): three ways to fill the plugins directory
+// ---------------------------------------------------------------------------------------
+
+/// The Deployment's pod spec in `overlay`, the manager container, and its plugins volume
+/// with the manager's mount of it.
+fn plugins_delivery(overlay: &str) -> (Value, Value, Value, Value) {
+    let objs = render(overlay);
+    let deploy = find(&objs, "Deployment").clone();
+    let pod = deploy["spec"]["template"]["spec"].clone();
+    let manager = pod["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "manager")
+        .unwrap()
+        .clone();
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "plugins")
+        .expect("a plugins volume")
+        .clone();
+    let mount = manager["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "plugins")
+        .expect("the plugins volume is mounted")
+        .clone();
+    assert_eq!(mount["mountPath"], "/plugins");
+    assert_eq!(mount["readOnly"], true, "{overlay}: read-only");
+    let directory = manager["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "ECR_TOKEN_REFRESH_POLICY__DIRECTORY")
+        .unwrap_or_else(|| panic!("{overlay}: policy.directory is set"));
+    assert_eq!(directory["value"], "/plugins");
+    (pod, manager, volume, mount)
+}
+
+#[test]
+fn plugins_can_be_delivered_by_configmap_image_volume_or_init_container() {
+    if !kubectl_present() {
+        eprintln!("SKIPPED: kubectl is not installed; config/plugins/* cannot be rendered");
+        return;
+    }
+    // A ConfigMap the cluster owner creates (binaryData), optional so the operator starts
+    // without it.
+    let (_, _, volume, _) = plugins_delivery("plugins/configmap");
+    assert_eq!(volume["configMap"]["name"], "ecr-token-refresh-plugins");
+    assert_eq!(volume["configMap"]["optional"], true);
+    assert!(volume.get("emptyDir").is_none(), "{volume}");
+
+    // An image volume: the plugins image keeps its files under /plugins/.
+    let (_, _, volume, mount) = plugins_delivery("plugins/image-volume");
+    assert_eq!(
+        volume["image"]["reference"],
+        "ecr-token-refresh-plugins:latest"
+    );
+    assert_eq!(mount["subPath"], "plugins");
+    assert!(volume.get("emptyDir").is_none(), "{volume}");
+
+    // An init container copies them into the shared emptyDir, as the operator's user.
+    let (pod, _, volume, _) = plugins_delivery("plugins/init-container");
+    assert!(volume.get("emptyDir").is_some(), "{volume}");
+    let init = &pod["initContainers"][0];
+    assert_eq!(init["command"], json!(["cp", "-R", "/plugins/.", "/shared/"]));
+    assert_eq!(init["volumeMounts"][0]["name"], "plugins");
+    assert_eq!(init["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(init["securityContext"]["readOnlyRootFilesystem"], true);
+}
