@@ -1,10 +1,13 @@
 //! Fan-out at scale: the real operator binary against the Kubernetes stand-in with 1 ms of
 //! injected latency per API request, moto for ECR, and the example label plugin.
 //!
-//! For 100, 1,000 and 2,000 labelled namespaces, with the default write concurrency (16)
-//! and with 1 (a serial writer, the original operator's way), it reports: time from
-//! resource creation to every Secret written; API requests and writes of a no-op resync;
-//! ECR calls (from the operator's /metrics); the operator's peak RSS (VmHWM).
+//! For 100, 1,000, 2,000 and 5,000 labelled namespaces, with the default write concurrency
+//! (16) and with 1 (a serial writer, the original operator's way), it reports: time from
+//! resource creation to every Secret written; the same N Secrets server-side-applied by a
+//! bare `kube::Client` with the same concurrency against the same stand-in (the raw writer:
+//! no operator logic) and the ratio of the two (the overhead this project owns); reconciles;
+//! API requests and writes of a no-op resync; ECR calls (from the operator's /metrics); the
+//! operator's RSS by phase (ready, after the fan-out, idle) and peak (VmHWM).
 //!
 //! Run: `cargo bench --bench fanout` (needs the `.venv` with moto and the wasm32-wasip2
 //! target, as the tests do). `FANOUT_SIZES=100,1000` picks sizes.
@@ -29,9 +32,14 @@ struct Row {
     namespaces: usize,
     concurrency: usize,
     to_all_written: Duration,
+    raw_writer: Duration,
+    reconciles: u64,
     resync_requests: u64,
     resync_writes: u64,
     ecr_calls: u64,
+    ready_rss_kib: u64,
+    fanned_out_rss_kib: u64,
+    idle_rss_kib: u64,
     peak_rss_kib: u64,
 }
 
@@ -43,15 +51,54 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn peak_rss_kib(pid: u32) -> u64 {
+/// A field of /proc/PID/status in KiB: `VmHWM` (peak) or `VmRSS` (now).
+fn rss_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         })
         .unwrap_or(0)
+}
+
+/// The raw writer: a bare `kube::Client` server-side-applies a `kubernetes.io/dockerconfigjson`
+/// Secret `pull` into each of `namespaces`, `concurrency` at a time, against `api` (the
+/// stand-in with the same injected latency). Returns the time for all of them.
+async fn raw_writer(kubeconfig: &std::path::Path, namespaces: &[String], concurrency: usize) -> Duration {
+    use futures::StreamExt as _;
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{Api, Patch, PatchParams};
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(kubeconfig).unwrap(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    let client = kube::Client::try_from(config).unwrap();
+    let doc = br#"{"auths":{"123456789012.dkr.ecr.us-east-1.amazonaws.com":{"username":"AWS","password":"raw","auth":"QVdTOnJhdw=="}}}"#;
+    let started = Instant::now();
+    let writes = namespaces.iter().map(|ns| {
+        let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+        async move {
+            let secret = json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "pull", "namespace": ns,
+                             "labels": {"app.kubernetes.io/managed-by": "raw-writer"}},
+                "type": "kubernetes.io/dockerconfigjson",
+                "data": {".dockerconfigjson": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, doc)},
+            });
+            api.patch("pull", &PatchParams::apply("raw-writer").force(), &Patch::Apply(&secret))
+                .await
+                .unwrap();
+        }
+    });
+    futures::stream::iter(writes)
+        .buffer_unordered(concurrency)
+        .collect::<Vec<()>>()
+        .await;
+    started.elapsed()
 }
 
 async fn wait(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
@@ -62,7 +109,8 @@ async fn wait(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
-async fn scrape_ecr_calls(port: u16) -> u64 {
+/// The sum of every sample of the metric family `family` on the operator's /metrics.
+async fn scrape_sum(port: u16, family: &str) -> u64 {
     let out = Command::new("curl")
         .args(["-s", &format!("http://127.0.0.1:{port}/metrics")])
         .output();
@@ -70,7 +118,10 @@ async fn scrape_ecr_calls(port: u16) -> u64 {
         .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
         .unwrap_or_default();
     text.lines()
-        .filter(|l| l.starts_with("ecr_token_refresh_ecr_requests_total"))
+        .filter(|l| {
+            l.strip_prefix(family)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
         .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
         .sum::<f64>() as u64
 }
@@ -131,6 +182,7 @@ async fn run_case(moto: &moto::Moto, n: usize, concurrency: usize) -> Row {
     })
     .await;
 
+    let ready_rss_kib = rss_kib(child.id(), "VmRSS:");
     let started = Instant::now();
     api.create(
         CRS,
@@ -148,6 +200,7 @@ async fn run_case(moto: &moto::Moto, n: usize, concurrency: usize) -> Row {
     };
     wait("every Secret", Duration::from_secs(600), || count() >= n).await;
     let to_all_written = started.elapsed();
+    let fanned_out_rss_kib = rss_kib(child.id(), "VmRSS:");
     assert_eq!(count(), n, "only the labelled namespaces");
     wait("status", Duration::from_secs(60), || {
         api.get(CRS, Some("platform"), "pull").unwrap()["status"]["servedNamespaces"] == n
@@ -174,21 +227,36 @@ async fn run_case(moto: &moto::Moto, n: usize, concurrency: usize) -> Row {
     .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let counts = api.counters();
-    let row = Row {
-        namespaces: n,
-        concurrency,
-        to_all_written,
-        resync_requests: counts.total(),
-        resync_writes: counts.writes(),
-        ecr_calls: scrape_ecr_calls(metrics_port).await,
-        peak_rss_kib: peak_rss_kib(child.id()),
-    };
+    let idle_rss_kib = rss_kib(child.id(), "VmRSS:");
+    let reconciles = scrape_sum(metrics_port, "ecr_token_refresh_reconciles_total").await;
+    let ecr_calls = scrape_sum(metrics_port, "ecr_token_refresh_ecr_requests_total").await;
+    let peak_rss_kib = rss_kib(child.id(), "VmHWM:");
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
     let _ = child.wait();
+
+    // The raw writer, on the same stand-in (same latency), into fresh Secrets of its own.
+    let targets: Vec<String> = (0..n).map(|i| format!("team-{i:05}")).collect();
+    for ns in &targets {
+        let _ = api.delete(SECRETS, Some(ns), "pull");
+    }
+    let raw_writer = raw_writer(&dir.path().join("kubeconfig"), &targets, concurrency).await;
     server.shutdown().await;
-    row
+    Row {
+        namespaces: n,
+        concurrency,
+        to_all_written,
+        raw_writer,
+        reconciles,
+        resync_requests: counts.total(),
+        resync_writes: counts.writes(),
+        ecr_calls,
+        ready_rss_kib,
+        fanned_out_rss_kib,
+        idle_rss_kib,
+        peak_rss_kib,
+    }
 }
 
 #[tokio::main]
@@ -197,7 +265,7 @@ async fn main() {
         return; // `cargo test --benches` lists benches; nothing to list here.
     }
     let sizes: Vec<usize> = std::env::var("FANOUT_SIZES")
-        .unwrap_or_else(|_| "100,1000,2000".into())
+        .unwrap_or_else(|_| "100,1000,2000,5000".into())
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
@@ -214,9 +282,10 @@ async fn main() {
         }
     }
     println!(
-        "| namespaces | write concurrency | CR → all Secrets | vs serial | no-op resync: requests / writes | ECR calls | operator peak RSS |"
+        "| namespaces | write concurrency | operator: CR → all Secrets | raw writer | ratio to raw | vs serial operator | reconciles | no-op resync: requests / writes | ECR calls | RSS ready / fanned out / idle | peak RSS |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mib = |kib: u64| kib as f64 / 1024.0;
     for row in &rows {
         let serial = rows
             .iter()
@@ -224,15 +293,21 @@ async fn main() {
             .map(|r| r.to_all_written.as_secs_f64() / row.to_all_written.as_secs_f64())
             .unwrap_or(f64::NAN);
         println!(
-            "| {} | {} | {:.2} s | {:.1}× faster | {} / {} | {} | {:.1} MiB |",
+            "| {} | {} | {:.2} s | {:.2} s | {:.2} | {:.1}× faster | {} | {} / {} | {} | {:.1} / {:.1} / {:.1} MiB | {:.1} MiB |",
             row.namespaces,
             row.concurrency,
             row.to_all_written.as_secs_f64(),
+            row.raw_writer.as_secs_f64(),
+            row.to_all_written.as_secs_f64() / row.raw_writer.as_secs_f64(),
             serial,
+            row.reconciles,
             row.resync_requests,
             row.resync_writes,
             row.ecr_calls,
-            row.peak_rss_kib as f64 / 1024.0
+            mib(row.ready_rss_kib),
+            mib(row.fanned_out_rss_kib),
+            mib(row.idle_rss_kib),
+            mib(row.peak_rss_kib)
         );
     }
 }
