@@ -66,7 +66,11 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
 /// The raw writer: a bare `kube::Client` server-side-applies a `kubernetes.io/dockerconfigjson`
 /// Secret `pull` into each of `namespaces`, `concurrency` at a time, against `api` (the
 /// stand-in with the same injected latency). Returns the time for all of them.
-async fn raw_writer(kubeconfig: &std::path::Path, namespaces: &[String], concurrency: usize) -> Duration {
+async fn raw_writer(
+    kubeconfig: &std::path::Path,
+    namespaces: &[String],
+    concurrency: usize,
+) -> Duration {
     use futures::StreamExt as _;
     use k8s_openapi::api::core::v1::Secret;
     use kube::api::{Api, Patch, PatchParams};

@@ -152,8 +152,9 @@ impl Default for RefreshConfig {
 pub struct ControllerConfig {
     /// How many resources are reconciled at once. Default 8.
     pub concurrency: u16,
-    /// How many Secret writes one resource makes at once when it fans out to many
-    /// namespaces. Default 16.
+    /// The most Secret writes in flight at once, across the operator: the ceiling of the
+    /// adaptive write window (it halves on a 429 or 5xx, waits out a 429's `Retry-After`,
+    /// and grows back by one per window of successful writes). Default 16.
     pub write_concurrency: usize,
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use ecr_token_refresh::config::{self, CliOverrides, OperatorConfig};
+use ecr_token_refresh::controller::WriteClient;
 use ecr_token_refresh::ecr::AwsTokenSource;
 use ecr_token_refresh::metrics::Metrics;
 use ecr_token_refresh::operator::{self, Handles};
@@ -200,11 +201,22 @@ async fn once(config: OperatorConfig, next_run_in: Duration) -> anyhow::Result<E
     })
 }
 
+/// The Kubernetes client, found like kubectl does, and the client for Secret writes (the
+/// same cluster, without kube's automatic retry: Secret writes handle 429 themselves, with
+/// `Retry-After` and a shared AIMD window).
+async fn clusters() -> anyhow::Result<(kube::Client, WriteClient)> {
+    let config = kube::Config::infer()
+        .await
+        .context("cannot find a Kubernetes cluster (KUBECONFIG, ~/.kube/config or in-cluster)")?;
+    let client =
+        kube::Client::try_from(config.clone()).context("cannot build a Kubernetes client")?;
+    let writer = WriteClient::without_retry(&config).context("cannot build a Kubernetes client")?;
+    Ok((client, writer))
+}
+
 /// The Kubernetes client, found like kubectl does.
 async fn cluster() -> anyhow::Result<kube::Client> {
-    kube::Client::try_default()
-        .await
-        .context("cannot find a Kubernetes cluster (KUBECONFIG, ~/.kube/config or in-cluster)")
+    Ok(clusters().await?.0)
 }
 
 /// ECR tokens through the SDK's default credential chain; ServiceAccount tokens for web
@@ -220,13 +232,14 @@ async fn token_source(client: &kube::Client, metrics: &Arc<Metrics>) -> Arc<AwsT
 }
 
 async fn serve(config: OperatorConfig) -> anyhow::Result<()> {
-    let client = cluster().await?;
+    let (client, writer) = clusters().await?;
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("server.listen: cannot listen on {}", config.server.listen))?;
     let address = listener.local_addr().unwrap_or(config.server.listen);
     tracing::info!(%address, "serving /metrics, /healthz and /readyz");
-    let handles = Handles::new(&config);
+    let mut handles = Handles::new(&config);
+    handles.writer = Some(writer);
     let tokens = token_source(&client, &handles.metrics).await;
     operator::run(config, client, tokens, listener, handles, shutdown_signal()).await?;
     Ok(())

@@ -15,6 +15,8 @@
 //! | `ecr_token_refresh_token_expires_in_seconds` | gauge | `namespace`, `name` | seconds until the token in a resource's Secret expires, computed at scrape time (negative once expired) |
 //! | `ecr_token_refresh_token_expiry_timestamp_seconds` | gauge | `namespace`, `name` | when it expires (Unix time) |
 //! | `ecr_token_refresh_registry_checks_total` | counter | `outcome` | credential checks (`spec.verify`): one `GET /v2/` per registry host, `verified`, `rejected`, `unavailable` (5xx, 429) or `unreachable` |
+//! | `ecr_token_refresh_secret_write_window` | gauge | | Secret writes allowed in flight now (AIMD between 1 and `controller.write_concurrency`) |
+//! | `ecr_token_refresh_secret_write_backoffs_total` | counter | `reason` | writes the API server pushed back on (`429`: written again after `Retry-After`; `5xx`) |
 //! | `ecr_token_refresh_leader` | gauge | | 1 while this replica is the leader (or leader election is off), else 0 |
 //!
 //! Label values are resource names, plugin names and fixed words: never a token.
@@ -131,6 +133,8 @@ pub struct Metrics {
     expiry: Arc<ExpiryCollector>,
     leader: Gauge,
     token_cache_keys: Gauge,
+    write_window: Gauge,
+    write_throttled: Family<ReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -150,6 +154,8 @@ impl Default for Metrics {
             expiry: Arc::new(ExpiryCollector::default()),
             leader: Gauge::default(),
             token_cache_keys: Gauge::default(),
+            write_window: Gauge::default(),
+            write_throttled: Family::default(),
         }
     }
 }
@@ -233,6 +239,18 @@ impl Metrics {
             "Token keys (identity, region, FIPS, private or ECR Public) the shared token cache \
              holds a token or a call for",
             self.token_cache_keys.clone(),
+        );
+        registry.register(
+            "secret_write_window",
+            "Secret writes the operator may have in flight now (AIMD between 1 and \
+             controller.write_concurrency)",
+            self.write_window.clone(),
+        );
+        registry.register(
+            "secret_write_backoffs",
+            "Secret writes the API server pushed back on (reason 429: throttled, written again \
+             after Retry-After; 5xx: overloaded), each halving the write window",
+            self.write_throttled.clone(),
         );
         registry.register_collector(Box::new(Arc::clone(&self.expiry)));
     }
@@ -372,6 +390,21 @@ impl Metrics {
     /// How many keys the shared token cache held when last looked at.
     pub fn token_cache_keys(&self) -> i64 {
         self.token_cache_keys.get()
+    }
+
+    /// Sets the write-window gauge.
+    pub fn set_write_window(&self, limit: usize) {
+        self.write_window
+            .set(i64::try_from(limit).unwrap_or(i64::MAX));
+    }
+
+    /// A Secret write the API server pushed back on: `reason` is `429` or `5xx`.
+    pub fn write_throttled(&self, reason: &str) {
+        self.write_throttled
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 
     /// Sets the leader gauge.

@@ -43,6 +43,9 @@ pub struct Handles {
     pub metrics: Arc<Metrics>,
     /// Readiness state.
     pub health: Arc<Health>,
+    /// The client Secret writes go through (`None`: the operator's client); see
+    /// [`controller::Settings::writer`].
+    pub writer: Option<controller::WriteClient>,
 }
 
 impl Handles {
@@ -51,6 +54,7 @@ impl Handles {
         Self {
             metrics: Arc::new(Metrics::default()),
             health: Arc::new(Health::new(config.leader_election.enabled)),
+            writer: None,
         }
     }
 }
@@ -116,7 +120,8 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = ()> + Send + Sync + 'static,
 {
-    let settings = config.controller_settings();
+    let mut settings = config.controller_settings();
+    settings.writer = handles.writer.clone();
     let for_policies = config.clone();
     let metrics = Arc::clone(&handles.metrics);
     // Compiling the plugins blocks: keep it off the async workers.

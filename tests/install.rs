@@ -1411,7 +1411,10 @@ fn plugins_can_be_delivered_by_configmap_image_volume_or_init_container() {
     let (pod, _, volume, _) = plugins_delivery("plugins/init-container");
     assert!(volume.get("emptyDir").is_some(), "{volume}");
     let init = &pod["initContainers"][0];
-    assert_eq!(init["command"], json!(["cp", "-R", "/plugins/.", "/shared/"]));
+    assert_eq!(
+        init["command"],
+        json!(["cp", "-R", "/plugins/.", "/shared/"])
+    );
     assert_eq!(init["volumeMounts"][0]["name"], "plugins");
     assert_eq!(init["securityContext"]["runAsNonRoot"], true);
     assert_eq!(init["securityContext"]["readOnlyRootFilesystem"], true);

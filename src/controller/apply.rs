@@ -20,6 +20,7 @@ use serde_json::json;
 use super::memory::Written;
 use super::plan::{PullSecretsOp, SecretOp};
 use super::settle::OpResult;
+use super::throttle::Signal;
 use super::{Context, Error, PULL_SECRETS_ANNOTATION};
 use crate::api::ECRTokenRefresh;
 use crate::secret::{self, FIELD_MANAGER, Owner, SecretTarget};
@@ -70,16 +71,75 @@ pub(super) fn describe(error: &kube::Error) -> String {
 }
 
 /// Sends a Secret request asking for a metadata-only answer and decodes it here (so no
-/// client library logs an answer that might carry Secret data).
+/// client library logs an answer that might carry Secret data). An error answer becomes
+/// [`kube::Error::Api`] as kube makes it, with the `Retry-After` header (which API Priority
+/// and Fairness sends with a plain-text 429) kept in `details.retryAfterSeconds`.
 async fn send_quietly(
     ctx: &Context,
     mut request: http::Request<Vec<u8>>,
 ) -> Result<PartialObjectMeta<Secret>, kube::Error> {
+    use http_body_util::BodyExt as _;
     request
         .headers_mut()
         .insert(ACCEPT, HeaderValue::from_static(METADATA_ONLY));
-    let text = ctx.client.request_text(request).await?;
-    serde_json::from_str(&text).map_err(kube::Error::SerdeError)
+    let response = ctx
+        .writer
+        .send(request.map(kube::client::Body::from))
+        .await?;
+    let code = response.status();
+    let retry_after = response
+        .headers()
+        .get(http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u32>().ok());
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| kube::Error::Service(Box::new(e)))?
+        .to_bytes();
+    if code.is_client_error() || code.is_server_error() {
+        let mut status =
+            serde_json::from_slice::<kube::core::Status>(&bytes).unwrap_or_else(|_| {
+                kube::core::Status::failure(String::from_utf8_lossy(&bytes).trim(), "")
+                    .with_code(code.as_u16())
+            });
+        if let Some(secs) = retry_after
+            && status
+                .details
+                .as_ref()
+                .is_none_or(|d| d.retry_after_seconds == 0)
+        {
+            status.details = serde_json::from_value(json!({ "retryAfterSeconds": secs })).ok();
+        }
+        return Err(kube::Error::Api(status.boxed()));
+    }
+    serde_json::from_slice(&bytes).map_err(kube::Error::SerdeError)
+}
+
+/// A request ready to send: its verb (span name), the request, and the resourceVersion it
+/// was made from (updates).
+type Built = (&'static str, http::Request<Vec<u8>>, Option<String>);
+
+/// How many times one write is sent again after a 429 before it counts as failed.
+const MAX_THROTTLED_RETRIES: u32 = 5;
+
+/// What an answer says about the server's load (see [`super::throttle`]).
+fn throttle_signal(result: &Result<PartialObjectMeta<Secret>, kube::Error>) -> Signal {
+    match result {
+        Err(kube::Error::Api(s)) if s.code == 429 => Signal::Throttled {
+            retry_after: std::time::Duration::from_secs(u64::from(
+                s.details
+                    .as_ref()
+                    .map(|d| d.retry_after_seconds)
+                    .filter(|&secs| secs > 0)
+                    .unwrap_or(1),
+            )),
+        },
+        Err(kube::Error::Api(s)) if s.code >= 500 => Signal::Overloaded,
+        Err(kube::Error::HyperError(_) | kube::Error::Service(_)) => Signal::Overloaded,
+        _ => Signal::Ok,
+    }
 }
 
 fn secrets_path(namespace: &str) -> String {
@@ -172,8 +232,46 @@ impl SecretWriter<'_> {
         render: &(dyn Fn(&SecretTarget) -> Secret + Sync),
     ) -> Result<OpResult, Error> {
         let t = op.target();
-        let path = secrets_path(&t.namespace);
-        let request = Request::new(path);
+        let mut throttled = 0;
+        loop {
+            let (verb, built, previous) = self.request(op, render)?;
+            // A place in the operator-wide write window (see `throttle`).
+            let permit = self.ctx.writes.acquire().await;
+            let result = k8s_write(
+                self.ctx,
+                "Secret",
+                &t.namespace,
+                &t.name,
+                verb,
+                send_quietly(self.ctx, built),
+            )
+            .await?;
+            let signal = throttle_signal(&result);
+            permit.finish(signal);
+            self.ctx.metrics.set_write_window(self.ctx.writes.limit());
+            if let Signal::Throttled { retry_after } = signal {
+                self.ctx.metrics.write_throttled("429");
+                // A 429 means the server did not run the request: sending it again is safe.
+                if throttled < MAX_THROTTLED_RETRIES {
+                    throttled += 1;
+                    tracing::debug!(secret = %t, ?retry_after, "throttled; writing again after Retry-After");
+                    continue;
+                }
+            } else if signal == Signal::Overloaded {
+                self.ctx.metrics.write_throttled("5xx");
+            }
+            return Ok(self.settle_one(op, result, previous));
+        }
+    }
+
+    /// The request carrying out `op`: (verb, request, resourceVersion it was made from).
+    fn request(
+        &self,
+        op: &SecretOp,
+        render: &(dyn Fn(&SecretTarget) -> Secret + Sync),
+    ) -> Result<Built, Error> {
+        let t = op.target();
+        let request = Request::new(secrets_path(&t.namespace));
         let (verb, built, previous) = match op {
             SecretOp::Create(_) => {
                 let body = serde_json::to_vec(&render(t)).map_err(Error::Encode)?;
@@ -215,16 +313,7 @@ impl SecretWriter<'_> {
             }
         };
         let built = built.map_err(|e| Error::Request(e.to_string()))?;
-        let result = k8s_write(
-            self.ctx,
-            "Secret",
-            &t.namespace,
-            &t.name,
-            verb,
-            send_quietly(self.ctx, built),
-        )
-        .await?;
-        Ok(self.settle_one(op, result, previous))
+        Ok((verb, built, previous))
     }
 
     fn settle_one(

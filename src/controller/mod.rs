@@ -19,6 +19,7 @@ pub mod schedule;
 pub mod settle;
 pub mod status;
 pub mod targets;
+pub mod throttle;
 mod triggers;
 mod verify;
 pub mod watches;
@@ -80,6 +81,10 @@ pub struct Settings {
     /// Which namespaces may use which registries and identities; checked before any AWS
     /// call. Default: no rules, everything allowed.
     pub access: AccessRules,
+    /// The client Secret writes go through: one built without kube's automatic retry of
+    /// 429/503 answers, so that the write window ([`throttle`]) sees the server push back and
+    /// slows every writer down. `None`: the controller's client.
+    pub writer: Option<WriteClient>,
     /// The credential check after a refresh (`spec.verify`). Default: off unless a
     /// resource asks for it.
     pub verify: VerifySettings,
@@ -96,6 +101,7 @@ impl Default for Settings {
             fanout_sources: BTreeSet::new(),
             access: AccessRules::default(),
             verify: VerifySettings::default(),
+            writer: None,
         }
     }
 }
@@ -111,6 +117,28 @@ impl Settings {
     /// namespaces writes into (it does not fan out).
     pub fn secrets_scope<'a>(&self, resource_namespace: &'a str) -> Option<&'a str> {
         (!self.cluster_wide()).then_some(resource_namespace)
+    }
+}
+
+/// A Kubernetes client for Secret writes (see [`Settings::writer`]).
+#[derive(Clone)]
+pub struct WriteClient(pub Client);
+
+impl std::fmt::Debug for WriteClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WriteClient")
+    }
+}
+
+impl WriteClient {
+    /// A client like one built from `config`, without kube's automatic retry.
+    ///
+    /// # Errors
+    /// What [`Client::try_from`] returns.
+    pub fn without_retry(config: &kube::Config) -> Result<Self, kube::Error> {
+        let mut config = config.clone();
+        config.default_retry = false;
+        Client::try_from(config).map(Self)
     }
 }
 
@@ -137,6 +165,11 @@ pub struct Context {
     pub fence: Fence,
     /// Runs the credential checks of `spec.verify` (with `settings.verify`).
     pub registry: Arc<RegistryChecker>,
+    /// The operator-wide Secret write window (AIMD up to `settings.write_concurrency`,
+    /// honouring 429 `Retry-After`).
+    pub writes: Arc<throttle::WriteWindow>,
+    /// The client Secret writes go through ([`Settings::writer`]).
+    pub writer: Client,
 }
 
 impl Context {
@@ -148,6 +181,11 @@ impl Context {
         policies: Arc<Policies>,
         settings: Settings,
     ) -> Self {
+        let settings_write_concurrency = settings.write_concurrency;
+        let writer = settings
+            .writer
+            .clone()
+            .map_or_else(|| client.clone(), |w| w.0);
         Self {
             events: events::Publisher::new(
                 client.clone(),
@@ -163,6 +201,8 @@ impl Context {
             caches: None,
             memory: Arc::new(Memory::default()),
             fence: Fence::new(),
+            writes: Arc::new(throttle::WriteWindow::new(settings_write_concurrency)),
+            writer,
         }
     }
 
