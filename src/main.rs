@@ -146,7 +146,7 @@ async fn render_files(cmd: RenderCommand) -> anyhow::Result<ExitCode> {
     };
     // Compiling plugins blocks: off the async workers.
     let for_policies = config.clone();
-    let policies = tokio::task::spawn_blocking(move || for_policies.policies()).await?;
+    let policies = tokio::task::spawn_blocking(move || for_policies.policies()).await??;
     let mut out = String::new();
     errors.extend(render::render(&resources, &config, &policies, state.as_ref(), &mut out).await);
     print!("{out}");
