@@ -11,7 +11,7 @@ use ecr_token_refresh::config::{self, CliOverrides, OperatorConfig};
 use ecr_token_refresh::ecr::AwsTokenSource;
 use ecr_token_refresh::metrics::Metrics;
 use ecr_token_refresh::operator::{self, Handles};
-use ecr_token_refresh::policy::testcmd;
+use ecr_token_refresh::policy::{listcmd, testcmd};
 use ecr_token_refresh::render;
 use ecr_token_refresh::telemetry::{self, LogFormat};
 
@@ -65,6 +65,11 @@ enum PluginCommand {
     /// YAML, with the operator's limits, and print each decision with the fuel and time
     /// it took. See plugins/examples/case.yaml.
     Test(testcmd::PluginTestArgs),
+    /// List the registered plugins (policy.plugins of the config file and the files of
+    /// policy.directory), loading each as the operator would: its source, sha256, the
+    /// hooks it exports and its load state (loaded, or failed and why). Exit status 1
+    /// when one failed.
+    List(ConfigArgs),
 }
 
 /// Where the configuration comes from.
@@ -118,6 +123,14 @@ async fn main() -> anyhow::Result<ExitCode> {
         // the plugin on a blocking thread, never inside this async one.
         Command::Plugin(PluginCommand::Test(args)) => {
             tokio::task::spawn_blocking(move || testcmd::run(args)).await??
+        }
+        Command::Plugin(PluginCommand::List(args)) => {
+            let registry = args.load()?.config.policy;
+            let table = tokio::task::spawn_blocking(move || listcmd::list(&registry)).await??;
+            print!("{}", listcmd::render(&table));
+            if !listcmd::all_loaded(&table) {
+                return Ok(ExitCode::FAILURE);
+            }
         }
         Command::Render(cmd) => return render_files(cmd).await,
     }

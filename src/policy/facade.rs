@@ -377,6 +377,18 @@ impl Policies {
         }
     }
 
+    /// Registers `name` from `source` as loading, unless it is registered already (a
+    /// replacement: the previous version serves meanwhile).
+    pub(super) fn mark_loading(&self, name: &str, source: &PluginSource) {
+        self.plugins.rcu(|table| {
+            let mut table = PluginTable::clone(table);
+            table
+                .entry(name.to_owned())
+                .or_insert_with(|| PluginStatus::loading(source.clone()));
+            table
+        });
+    }
+
     /// Records that a file in the plugins directory was refused without replacing what
     /// serves under `name` (e.g. it is named like a config file plugin).
     pub(super) fn refuse(&self, name: &str, sha256: &str, error: LoadError) {

@@ -358,11 +358,13 @@ async fn watch(
                         continue;
                     }
                     tracing::info!(plugin = %name, path = %f.path.display(), sha256 = %f.fingerprint.wasm, "plugins directory: loading");
+                    let source = PluginSource::Directory {
+                        path: f.path.clone(),
+                    };
+                    policies.mark_loading(&name, &source);
                     let job = Job {
                         name,
-                        source: PluginSource::Directory {
-                            path: f.path.clone(),
-                        },
+                        source,
                         what: What::Directory(Box::new(f)),
                     };
                     load_and_install(&policies, &host, &registry, job).await;

@@ -38,6 +38,7 @@ mod facade;
 pub mod guard;
 mod host;
 mod limits;
+pub mod listcmd;
 mod loader;
 mod plugin;
 mod registry;
