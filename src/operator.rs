@@ -126,10 +126,9 @@ where
     // The plugins are registered at once and compiled in the background (the reloader,
     // which then keeps `policy.directory` live): a resource that uses no plugin is never
     // delayed by a compilation, nor is readiness. Reading the directory blocks briefly.
-    let (policies, reloader) =
-        tokio::task::spawn_blocking(move || for_policies.live_policies())
-            .await
-            .map_err(|e| RunError::Controller(format!("loading the policy plugins: {e}")))??;
+    let (policies, reloader) = tokio::task::spawn_blocking(move || for_policies.live_policies())
+        .await
+        .map_err(|e| RunError::Controller(format!("loading the policy plugins: {e}")))??;
     let policies = Arc::new(policies.with_metrics(metrics));
     let _reloader = reloader.spawn(Arc::clone(&policies));
     if futures::FutureExt::now_or_never(stopped()).is_some() {

@@ -199,9 +199,11 @@ pub fn plugin_users(
         .into_iter()
         .filter(|cr| match plugin {
             Some(p) => selects_plugin(cr, p),
-            None => cr.spec.policy.as_ref().is_some_and(|p| {
-                p.naming.is_some() || p.fanout.is_some() || p.retry.is_some()
-            }),
+            None => cr
+                .spec
+                .policy
+                .as_ref()
+                .is_some_and(|p| p.naming.is_some() || p.fanout.is_some() || p.retry.is_some()),
         })
         .collect()
 }

@@ -328,7 +328,10 @@ mod tests {
             .iter()
             .map(|(p, _)| p.file_name().unwrap().to_string_lossy().into_owned())
             .collect();
-        assert!(skipped.contains(&"Bad_Name.wasm".to_string()), "{skipped:?}");
+        assert!(
+            skipped.contains(&"Bad_Name.wasm".to_string()),
+            "{skipped:?}"
+        );
         assert!(skipped.contains(&"dir.wasm".to_string()), "{skipped:?}");
         assert!(!skipped.iter().any(|s| s.starts_with('.')), "{skipped:?}");
     }

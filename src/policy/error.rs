@@ -101,7 +101,9 @@ pub enum LoadError {
     },
     /// A plugin file in `policy.directory` has the name of a plugin registered in the
     /// config file (`policy.plugins.NAME`); the config file's one is used.
-    #[error("{path} has the name of policy.plugins.{name} in the config file; the config file's plugin is used")]
+    #[error(
+        "{path} has the name of policy.plugins.{name} in the config file; the config file's plugin is used"
+    )]
     NameTaken {
         /// The plugin name.
         name: String,
@@ -156,7 +158,9 @@ pub enum PolicyError {
     /// The plugin is registered but is still being compiled (at start-up, or a file that
     /// just appeared in `policy.directory`); the resource is reconciled again once it is
     /// loaded.
-    #[error("policy plugin {plugin:?} ({hook} hook) is still loading (compiling); the resource is reconciled again once it is loaded")]
+    #[error(
+        "policy plugin {plugin:?} ({hook} hook) is still loading (compiling); the resource is reconciled again once it is loaded"
+    )]
     Loading {
         /// Plugin name.
         plugin: String,

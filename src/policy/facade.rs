@@ -286,7 +286,10 @@ impl Policies {
 
     /// A loaded plugin by name (the version serving now).
     pub fn plugin(&self, name: &str) -> Option<Arc<LoadedPlugin>> {
-        self.plugins.load().get(name).and_then(|s| s.loaded().cloned())
+        self.plugins
+            .load()
+            .get(name)
+            .and_then(|s| s.loaded().cloned())
     }
 
     /// Registered plugins that failed to load (and have no version serving), with why.

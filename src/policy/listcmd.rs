@@ -4,7 +4,10 @@
 
 use std::fmt::Write as _;
 
-use super::{HostConfig, LoadState, PluginRegistry, PluginTable, Policies, PluginsError};
+use super::host::sha256_hex;
+use super::{
+    HostConfig, LoadState, PluginRegistry, PluginSource, PluginTable, PluginsError, Policies,
+};
 
 /// Loads every plugin of `registry` (blocking: compiles them) and describes each.
 ///
@@ -27,13 +30,17 @@ pub fn list(registry: &PluginRegistry) -> Result<PluginTable, PluginsError> {
 pub fn render(table: &PluginTable) -> String {
     let mut out = String::new();
     if table.is_empty() {
-        out.push_str("no policy plugins registered (policy.plugins and policy.directory are empty)\n");
+        out.push_str(
+            "no policy plugins registered (policy.plugins and policy.directory are empty)\n",
+        );
     }
     for (name, status) in table {
-        let sha = match (&status.state, status.sha256()) {
-            (_, Some(sha)) => sha.to_owned(),
-            _ => "-".to_owned(),
-        };
+        // The serving version's digest, else the file's (what a pin would need).
+        let sha = status
+            .sha256()
+            .map(str::to_owned)
+            .or_else(|| file_sha256(&status.source))
+            .unwrap_or_else(|| "-".to_owned());
         let hooks: Vec<&str> = status.hooks().iter().map(|h| h.as_str()).collect();
         let _ = writeln!(out, "{name}");
         let _ = writeln!(out, "  source: {}", status.source.describe(name));
@@ -47,12 +54,29 @@ pub fn render(table: &PluginTable) -> String {
                 hooks.join(", ")
             }
         );
-        let _ = writeln!(out, "  state:  {}", status.state.describe());
+        let _ = writeln!(out, "  state:  {}", one_line(&status.state.describe()));
         if let Some(r) = &status.rejected {
-            let _ = writeln!(out, "  refused: {} ({})", r.error, r.sha256);
+            let _ = writeln!(
+                out,
+                "  refused: {} ({})",
+                one_line(&r.error.to_string()),
+                r.sha256
+            );
         }
     }
     out
+}
+
+fn file_sha256(source: &PluginSource) -> Option<String> {
+    let path = match source {
+        PluginSource::Config { path } | PluginSource::Directory { path } => path,
+    };
+    std::fs::read(path).ok().map(|b| sha256_hex(&b))
+}
+
+/// `s` with runs of whitespace (wasmparser's multi-line messages) made one space.
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Whether every plugin of `table` loaded.

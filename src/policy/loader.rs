@@ -20,7 +20,9 @@ use notify::Watcher as _;
 
 use super::directory::{self, Change, Fingerprint, Found, Scan, ScanError};
 use super::table::PluginSource;
-use super::{Limits, LoadError, LoadedPlugin, PluginHost, PluginRegistration, PluginRegistry, Policies};
+use super::{
+    Limits, LoadError, LoadedPlugin, PluginHost, PluginRegistration, PluginRegistry, Policies,
+};
 
 /// Why the registered plugins cannot be started.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -131,7 +133,11 @@ fn log_skipped(scan: &Scan) {
 }
 
 /// Loads one plugin (blocking: reads, verifies, compiles, validates its settings).
-pub(super) fn run(host: &PluginHost, registry: &PluginRegistry, job: &Job) -> Result<LoadedPlugin, LoadError> {
+pub(super) fn run(
+    host: &PluginHost,
+    registry: &PluginRegistry,
+    job: &Job,
+) -> Result<LoadedPlugin, LoadError> {
     match &job.what {
         What::Config(reg) => host.load_file(
             &job.name,

@@ -161,7 +161,11 @@ impl fmt::Display for PluginEvent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
             PluginEventKind::Loaded { sha256 } => {
-                write!(f, "policy plugin {:?} loaded (sha256 {sha256})", self.plugin)
+                write!(
+                    f,
+                    "policy plugin {:?} loaded (sha256 {sha256})",
+                    self.plugin
+                )
             }
             PluginEventKind::Failed(e) => {
                 write!(f, "policy plugin {:?} failed to load: {e}", self.plugin)
