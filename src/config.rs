@@ -29,7 +29,7 @@ use serde_json::Value;
 use crate::access::{AccessConfig, AccessRules};
 use crate::api::parse_go_duration;
 use crate::controller::{ScheduleSettings, Settings};
-use crate::policy::{BuiltinRetry, HostConfig, PluginRegistry, Policies};
+use crate::policy::{BuiltinRetry, HostConfig, PluginRegistry, PluginsError, Policies, Reloader};
 use crate::registry_check::{self, VerifySettings};
 use crate::telemetry::LogFormat;
 
@@ -583,8 +583,18 @@ fn source_of(figment: &Figment, key: &str) -> String {
     "default".into()
 }
 
-/// Relative plugin paths are relative to the config file that names them.
+/// Relative plugin paths (and `policy.directory`) are relative to the config file that
+/// names them.
 fn resolve_plugin_paths(config: &mut OperatorConfig, figment: &Figment) {
+    if let Some(dir) = config.policy.directory.as_mut()
+        && dir.is_relative()
+        && let Some(Source::File(file)) = figment
+            .find_metadata("policy.directory")
+            .and_then(|m| m.source.as_ref())
+        && let Some(parent) = file.parent()
+    {
+        *dir = parent.join(&*dir);
+    }
     for (name, reg) in config.policy.plugins.iter_mut() {
         if reg.path.is_relative() {
             let key = format!("policy.plugins.{name}.path");
@@ -776,15 +786,35 @@ impl OperatorConfig {
 }
 
 impl OperatorConfig {
-    /// The policies: the registered plugins (compiled and loaded here, so this blocks: call
-    /// it outside the async workers) and the built-in retry with `refresh.backoff_*`.
-    pub fn policies(&self) -> Policies {
-        let retry = BuiltinRetry {
+    /// The policies: the registered plugins of the config file and of `policy.directory`
+    /// (compiled and loaded here, so this blocks: call it outside the async workers; the
+    /// directory is read once) and the built-in retry with `refresh.backoff_*`.
+    ///
+    /// # Errors
+    /// [`PluginsError`]: a plugin name in both the config file and the directory, or a
+    /// directory that cannot be listed.
+    pub fn policies(&self) -> Result<Policies, PluginsError> {
+        Ok(Policies::try_load(&self.policy, HostConfig::default())?
+            .with_builtin_retry(self.builtin_retry()))
+    }
+
+    /// The policies of a running operator: registered at once, compiled in the background
+    /// and kept live by the returned [`Reloader`] (see [`Policies::start`]). Blocks while
+    /// the plugins directory is read.
+    ///
+    /// # Errors
+    /// As [`policies`](Self::policies).
+    pub fn live_policies(&self) -> Result<(Policies, Reloader), PluginsError> {
+        let (policies, reloader) = Policies::start(&self.policy, HostConfig::default())?;
+        Ok((policies.with_builtin_retry(self.builtin_retry()), reloader))
+    }
+
+    fn builtin_retry(&self) -> BuiltinRetry {
+        BuiltinRetry {
             base: self.refresh.backoff_base.0,
             cap: self.refresh.backoff_max.0,
             ..BuiltinRetry::default()
-        };
-        Policies::load(&self.policy, HostConfig::default()).with_builtin_retry(retry)
+        }
     }
 }
 

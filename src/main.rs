@@ -12,7 +12,7 @@ use ecr_token_refresh::controller::WriteClient;
 use ecr_token_refresh::ecr::AwsTokenSource;
 use ecr_token_refresh::metrics::Metrics;
 use ecr_token_refresh::operator::{self, Handles};
-use ecr_token_refresh::policy::testcmd;
+use ecr_token_refresh::policy::{listcmd, testcmd};
 use ecr_token_refresh::render;
 use ecr_token_refresh::telemetry::{self, LogFormat};
 
@@ -66,6 +66,11 @@ enum PluginCommand {
     /// YAML, with the operator's limits, and print each decision with the fuel and time
     /// it took. See plugins/examples/case.yaml.
     Test(testcmd::PluginTestArgs),
+    /// List the registered plugins (policy.plugins of the config file and the files of
+    /// policy.directory), loading each as the operator would: its source, sha256, the
+    /// hooks it exports and its load state (loaded, or failed and why). Exit status 1
+    /// when one failed.
+    List(ConfigArgs),
 }
 
 /// Where the configuration comes from.
@@ -120,6 +125,14 @@ async fn main() -> anyhow::Result<ExitCode> {
         Command::Plugin(PluginCommand::Test(args)) => {
             tokio::task::spawn_blocking(move || testcmd::run(args)).await??
         }
+        Command::Plugin(PluginCommand::List(args)) => {
+            let registry = args.load()?.config.policy;
+            let table = tokio::task::spawn_blocking(move || listcmd::list(&registry)).await??;
+            print!("{}", listcmd::render(&table));
+            if !listcmd::all_loaded(&table) {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         Command::Render(cmd) => return render_files(cmd).await,
     }
     Ok(ExitCode::SUCCESS)
@@ -147,7 +160,7 @@ async fn render_files(cmd: RenderCommand) -> anyhow::Result<ExitCode> {
     };
     // Compiling plugins blocks: off the async workers.
     let for_policies = config.clone();
-    let policies = tokio::task::spawn_blocking(move || for_policies.policies()).await?;
+    let policies = tokio::task::spawn_blocking(move || for_policies.policies()).await??;
     let mut out = String::new();
     errors.extend(render::render(&resources, &config, &policies, state.as_ref(), &mut out).await);
     print!("{out}");

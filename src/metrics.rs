@@ -12,6 +12,8 @@
 //! | `ecr_token_refresh_plugin_calls_total` | counter | `plugin`, `hook`, `outcome` | policy plugin calls (`ok`, or why they failed) |
 //! | `ecr_token_refresh_plugin_failures_total` | counter | `plugin`, `hook`, `reason` | the failed ones |
 //! | `ecr_token_refresh_plugin_call_duration_seconds` | histogram | `plugin`, `hook` | plugin call time |
+//! | `ecr_token_refresh_plugin_loads_total` | counter | `plugin`, `outcome` | plugin loads: `loaded`, `failed` (nothing serves), `rejected` (a replacement refused, the previous version serves), `removed` |
+//! | `ecr_token_refresh_plugin_loaded` | gauge | `plugin` | 1 while a version of the plugin serves, else 0 |
 //! | `ecr_token_refresh_token_expires_in_seconds` | gauge | `namespace`, `name` | seconds until the token in a resource's Secret expires, computed at scrape time (negative once expired) |
 //! | `ecr_token_refresh_token_expiry_timestamp_seconds` | gauge | `namespace`, `name` | when it expires (Unix time) |
 //! | `ecr_token_refresh_registry_checks_total` | counter | `outcome` | credential checks (`spec.verify`): one `GET /v2/` per registry host, `verified`, `rejected`, `unavailable` (5xx, 429) or `unreachable` |
@@ -95,6 +97,22 @@ pub struct PluginFailureLabels {
     pub reason: String,
 }
 
+/// Labels of a plugin load.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginLoadLabels {
+    /// Registered plugin name.
+    pub plugin: String,
+    /// `loaded`, `failed`, `rejected` or `removed`.
+    pub outcome: String,
+}
+
+/// Label naming one plugin.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginNameLabels {
+    /// Registered plugin name.
+    pub plugin: String,
+}
+
 /// Labels naming one custom resource.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct ResourceLabels {
@@ -130,6 +148,8 @@ pub struct Metrics {
     plugin_calls: Family<PluginOutcomeLabels, Counter>,
     plugin_failures: Family<PluginFailureLabels, Counter>,
     plugin_duration: Family<PluginLabels, Histogram, fn() -> Histogram>,
+    plugin_loads: Family<PluginLoadLabels, Counter>,
+    plugin_loaded: Family<PluginNameLabels, Gauge>,
     expiry: Arc<ExpiryCollector>,
     leader: Gauge,
     token_cache_keys: Gauge,
@@ -151,6 +171,8 @@ impl Default for Metrics {
             plugin_calls: Family::default(),
             plugin_failures: Family::default(),
             plugin_duration: Family::new_with_constructor(plugin_histogram),
+            plugin_loads: Family::default(),
+            plugin_loaded: Family::default(),
             expiry: Arc::new(ExpiryCollector::default()),
             leader: Gauge::default(),
             token_cache_keys: Gauge::default(),
@@ -228,6 +250,17 @@ impl Metrics {
             "Time one policy plugin call took, by plugin and hook",
             Unit::Seconds,
             self.plugin_duration.clone(),
+        );
+        registry.register(
+            "plugin_loads",
+            "Policy plugin loads, by plugin and outcome (loaded, failed, rejected: a \
+             replacement refused while the previous version serves, removed)",
+            self.plugin_loads.clone(),
+        );
+        registry.register(
+            "plugin_loaded",
+            "1 while a version of the policy plugin serves calls, else 0",
+            self.plugin_loaded.clone(),
         );
         registry.register(
             "leader",
@@ -354,6 +387,26 @@ impl Metrics {
                 hook: hook.to_owned(),
             })
             .observe(duration.as_secs_f64());
+    }
+
+    /// Plugin `plugin` was loaded, refused or removed (`outcome`: `loaded`, `failed`,
+    /// `rejected`, `removed`).
+    pub fn plugin_load(&self, plugin: &str, outcome: &str) {
+        self.plugin_loads
+            .get_or_create(&PluginLoadLabels {
+                plugin: plugin.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Whether a version of plugin `plugin` serves calls now.
+    pub fn set_plugin_loaded(&self, plugin: &str, loaded: bool) {
+        self.plugin_loaded
+            .get_or_create(&PluginNameLabels {
+                plugin: plugin.to_owned(),
+            })
+            .set(i64::from(loaded));
     }
 
     /// The token now in the Secret of resource `namespace/name` expires at `expires_at`.

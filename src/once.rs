@@ -78,7 +78,8 @@ pub enum OnceError {
     /// The managed Secrets, ServiceAccounts or Namespaces were not listed in time.
     #[error("the watch caches did not list within {0:?}")]
     CachesNotReady(Duration),
-    /// Compiling the policy plugins panicked.
+    /// The policy plugins cannot be registered (a name both in the config file and the
+    /// plugins directory, an unreadable directory), or compiling them panicked.
     #[error("loading the policy plugins: {0}")]
     Policies(String),
 }
@@ -189,10 +190,16 @@ pub async fn run(
     settings.schedule.refresh_ahead = next_run_in;
     let for_policies = config.clone();
     let policy_metrics = Arc::clone(&metrics);
+    // The plugins directory, if any, is read once: no watching for a single pass.
     let policies = Arc::new(
-        tokio::task::spawn_blocking(move || for_policies.policies().with_metrics(policy_metrics))
-            .await
-            .map_err(|e| OnceError::Policies(e.to_string()))?,
+        tokio::task::spawn_blocking(move || {
+            for_policies
+                .policies()
+                .map(|p| p.with_metrics(policy_metrics))
+        })
+        .await
+        .map_err(|e| OnceError::Policies(e.to_string()))?
+        .map_err(|e| OnceError::Policies(e.to_string()))?,
     );
 
     let election = if config.leader_election.enabled {

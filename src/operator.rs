@@ -28,6 +28,10 @@ pub enum RunError {
     /// to join the election again as a standby.
     #[error("lost leadership: {0}")]
     LostLeadership(String),
+    /// The policy plugins cannot be registered: a name both in the config file and the
+    /// plugins directory, or a directory that cannot be listed.
+    #[error(transparent)]
+    Plugins(#[from] crate::policy::PluginsError),
     /// The controller task panicked or was cancelled.
     #[error("the controller task failed: {0}")]
     Controller(String),
@@ -124,14 +128,15 @@ where
     settings.writer = handles.writer.clone();
     let for_policies = config.clone();
     let metrics = Arc::clone(&handles.metrics);
-    // Compiling the plugins blocks: keep it off the async workers.
-    let policies = Arc::new(
-        tokio::task::spawn_blocking(move || for_policies.policies().with_metrics(metrics))
-            .await
-            .map_err(|e| RunError::Controller(format!("loading the policy plugins: {e}")))?,
-    );
+    // The plugins are registered at once and compiled in the background (the reloader,
+    // which then keeps `policy.directory` live): a resource that uses no plugin is never
+    // delayed by a compilation, nor is readiness. Reading the directory blocks briefly.
+    let (policies, reloader) = tokio::task::spawn_blocking(move || for_policies.live_policies())
+        .await
+        .map_err(|e| RunError::Controller(format!("loading the policy plugins: {e}")))??;
+    let policies = Arc::new(policies.with_metrics(metrics));
+    let _reloader = reloader.spawn(Arc::clone(&policies));
     if futures::FutureExt::now_or_never(stopped()).is_some() {
-        // Asked to stop while the plugins were compiling: do not start at all.
         return Ok(());
     }
     let fence = Fence::new();

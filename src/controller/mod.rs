@@ -4,7 +4,9 @@
 //! decision out (`apply`). Triggers come from changes in the world — a resource's
 //! generation, labels, annotations or deletion; a managed Secret changed or deleted by
 //! someone else; a Namespace or ServiceAccount — never from the operator's own status or
-//! Secret writes, so a failing resource waits for its backoff.
+//! Secret writes, so a failing resource waits for its backoff — and from the policy
+//! plugins: a plugin loaded, replaced or removed reconciles the resources selecting it
+//! ([`plugin_changes`]).
 
 mod apply;
 pub mod caches;
@@ -14,6 +16,7 @@ pub mod fence;
 pub mod memory;
 mod observe;
 pub mod plan;
+pub mod plugin_changes;
 mod reconcile;
 pub mod schedule;
 pub mod settle;
@@ -367,6 +370,9 @@ pub async fn run_with(
     let concurrency = settings.concurrency;
     let cluster_wide = settings.cluster_wide();
 
+    // Before any reconcile: a plugin change from now on re-reconciles its users; what
+    // changed before, the first reconciles read from the table.
+    let plugin_events = policies.subscribe();
     let mut ctx = Context::new(client.clone(), tokens, policies, settings.clone());
     ctx.metrics = Arc::clone(&observers.metrics);
     ctx.fence = observers.fence.clone();
@@ -451,6 +457,11 @@ pub async fn run_with(
         controller =
             controller.watches_stream(ns_events, triggers::namespace_users(cr_store.clone()));
     }
+    let controller = controller.reconcile_on(plugin_changes::reconcile_requests(
+        plugin_events,
+        cr_store.clone(),
+        Arc::clone(&ctx),
+    ));
     // Aborted when this future ends or is dropped (a replica that lost its leadership
     // cancels the controller rather than waiting for it).
     let observer = AbortOnDrop(tokio::spawn(observe_store(

@@ -133,6 +133,14 @@ pub async fn reconcile(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Result<Ac
     let info = cr_info(&cr, &spec);
     let selection = selection(&cr);
     if let Err(e) = ctx.policies.check_selection(&selection) {
+        let serving = status::ready(&r.status()).is_some_and(|c| c.status == "True");
+        if matches!(e, PolicyError::Loading { .. }) && serving {
+            // Its Secrets serve (e.g. written before a restart): keep them and the status
+            // as they are until the plugin is compiled; its load reconciles this again.
+            outcome("plugin_loading");
+            tracing::info!(plugin = e.plugin(), hook = %e.hook(), "waiting for the policy plugin to load");
+            return Ok(Action::await_change());
+        }
         outcome("policy_failed");
         r.policy_failed(&e, None).await?;
         return Ok(Action::await_change());

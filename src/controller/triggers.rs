@@ -181,6 +181,33 @@ pub fn namespace_users(
     }
 }
 
+/// Whether `cr` selects plugin `plugin` for any hook.
+pub fn selects_plugin(cr: &ECRTokenRefresh, plugin: &str) -> bool {
+    cr.spec.policy.as_ref().is_some_and(|p| {
+        [&p.naming, &p.fanout, &p.retry]
+            .into_iter()
+            .any(|n| n.as_deref() == Some(plugin))
+    })
+}
+
+/// The resources that select `plugin` (`None`: any plugin at all, after missed events).
+pub fn plugin_users(
+    crs: &Store<ECRTokenRefresh>,
+    plugin: Option<&str>,
+) -> Vec<Arc<ECRTokenRefresh>> {
+    crs.state()
+        .into_iter()
+        .filter(|cr| match plugin {
+            Some(p) => selects_plugin(cr, p),
+            None => cr
+                .spec
+                .policy
+                .as_ref()
+                .is_some_and(|p| p.naming.is_some() || p.fanout.is_some() || p.retry.is_some()),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,5 +254,55 @@ mod tests {
             jiff::Timestamp::UNIX_EPOCH,
         ));
         assert_ne!(resource_changed(&a), resource_changed(&e));
+    }
+
+    #[test]
+    fn plugin_users_are_the_resources_selecting_it_for_any_hook() {
+        use kube::runtime::watcher::Event;
+        let with = |name: &str, policy: Option<crate::api::PolicySpec>| {
+            let mut c = cr();
+            c.metadata.name = Some(name.into());
+            c.metadata.namespace = Some("apps".into());
+            c.spec.policy = policy;
+            c
+        };
+        let naming = with(
+            "naming",
+            Some(crate::api::PolicySpec {
+                naming: Some("p".into()),
+                ..Default::default()
+            }),
+        );
+        let retry = with(
+            "retry",
+            Some(crate::api::PolicySpec {
+                retry: Some("p".into()),
+                ..Default::default()
+            }),
+        );
+        let other = with(
+            "other",
+            Some(crate::api::PolicySpec {
+                fanout: Some("q".into()),
+                ..Default::default()
+            }),
+        );
+        let builtin = with("builtin", None);
+        let (store, mut writer) = kube::runtime::reflector::store();
+        for c in [&naming, &retry, &other, &builtin] {
+            writer.apply_watcher_event(&Event::Apply(c.clone()));
+        }
+        let names = |plugin| {
+            let mut v: Vec<String> = plugin_users(&store, plugin)
+                .iter()
+                .map(|c| c.name_any())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names(Some("p")), ["naming", "retry"]);
+        assert_eq!(names(Some("q")), ["other"]);
+        assert!(names(Some("r")).is_empty());
+        assert_eq!(names(None), ["naming", "other", "retry"]);
     }
 }

@@ -84,6 +84,32 @@ pub enum LoadError {
     /// The host engine could not be created, so no plugin can run.
     #[error("plugin host unavailable: {0}")]
     HostUnavailable(String),
+    /// `policy.require_sha256` is set and the plugin's `NAME.yaml` sidecar gives no
+    /// `sha256` pin.
+    #[error("policy.require_sha256 is set and {sidecar} gives no sha256 pin")]
+    PinRequired {
+        /// The sidecar file that should hold the pin (`NAME.yaml`, may not exist).
+        sidecar: String,
+    },
+    /// The `NAME.yaml` sidecar of a plugin in `policy.directory` is not valid.
+    #[error("invalid sidecar {path}: {reason}")]
+    Sidecar {
+        /// The sidecar file.
+        path: String,
+        /// What is wrong (names the key).
+        reason: String,
+    },
+    /// A plugin file in `policy.directory` has the name of a plugin registered in the
+    /// config file (`policy.plugins.NAME`); the config file's one is used.
+    #[error(
+        "{path} has the name of policy.plugins.{name} in the config file; the config file's plugin is used"
+    )]
+    NameTaken {
+        /// The plugin name.
+        name: String,
+        /// The file in the directory.
+        path: String,
+    },
 }
 
 /// An answer rejected by the host's guardrails.
@@ -125,6 +151,18 @@ pub enum PolicyError {
     #[error("policy plugin {plugin:?} ({hook} hook) is not registered")]
     NotRegistered {
         /// Plugin name from the resource.
+        plugin: String,
+        /// Hook it was selected for.
+        hook: Hook,
+    },
+    /// The plugin is registered but is still being compiled (at start-up, or a file that
+    /// just appeared in `policy.directory`); the resource is reconciled again once it is
+    /// loaded.
+    #[error(
+        "policy plugin {plugin:?} ({hook} hook) is still loading (compiling); the resource is reconciled again once it is loaded"
+    )]
+    Loading {
+        /// Plugin name.
         plugin: String,
         /// Hook it was selected for.
         hook: Hook,
@@ -220,6 +258,7 @@ impl PolicyError {
     pub fn reason(&self) -> &'static str {
         match self {
             PolicyError::NotRegistered { .. } => "PluginNotRegistered",
+            PolicyError::Loading { .. } => "PluginLoading",
             PolicyError::LoadFailed { .. } => "PluginLoadFailed",
             PolicyError::Trap { .. } => "PluginTrapped",
             PolicyError::OutOfFuel { .. } => "PluginOutOfFuel",
@@ -235,6 +274,7 @@ impl PolicyError {
     pub fn metric_label(&self) -> &'static str {
         match self {
             PolicyError::NotRegistered { .. } => "not_registered",
+            PolicyError::Loading { .. } => "loading",
             PolicyError::LoadFailed { .. } => "load_failed",
             PolicyError::Trap { .. } => "trap",
             PolicyError::OutOfFuel { .. } => "out_of_fuel",
@@ -250,6 +290,7 @@ impl PolicyError {
     pub fn plugin(&self) -> &str {
         match self {
             PolicyError::NotRegistered { plugin, .. }
+            | PolicyError::Loading { plugin, .. }
             | PolicyError::LoadFailed { plugin, .. }
             | PolicyError::Trap { plugin, .. }
             | PolicyError::OutOfFuel { plugin, .. }
@@ -265,6 +306,7 @@ impl PolicyError {
     pub fn hook(&self) -> Hook {
         match self {
             PolicyError::NotRegistered { hook, .. }
+            | PolicyError::Loading { hook, .. }
             | PolicyError::LoadFailed { hook, .. }
             | PolicyError::Trap { hook, .. }
             | PolicyError::OutOfFuel { hook, .. }

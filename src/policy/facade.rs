@@ -1,13 +1,18 @@
 //! The façade the controller uses: selection by name, blocking pool,
 //! guardrails.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use arc_swap::ArcSwap;
+use tokio::sync::{Semaphore, broadcast};
 
 use super::guard::{self, RetryClamp};
+use super::loader::{self, PluginsError, Reloader, log_load};
+use super::table::{
+    LoadState, PluginEvent, PluginEventKind, PluginSource, PluginStatus, PluginTable, Rejected,
+};
 use super::{
     BuiltinFanout, BuiltinNaming, BuiltinRetry, CrInfo, Failure, FanoutPolicy, Hook, HostConfig,
     LoadError, LoadedPlugin, NamespaceInfo, NamingPolicy, PluginHost, PluginRegistry,
@@ -72,8 +77,13 @@ impl AllowedNamespaces {
 /// [`HostConfig::max_instances`] at once); every plugin answer goes through
 /// the guardrails of [`guard`]. A plugin that failed to load is reported on
 /// each use, never at construction.
+///
+/// The plugin table changes while the operator runs (plugins compiled in the
+/// background, the plugins directory, see [`Reloader`]): it is swapped whole, so a
+/// call in flight keeps the version it started with. [`subscribe`](Self::subscribe)
+/// tells what changed.
 pub struct Policies {
-    plugins: BTreeMap<String, Result<Arc<LoadedPlugin>, LoadError>>,
+    plugins: ArcSwap<PluginTable>,
     host: Option<Arc<PluginHost>>,
     naming: BuiltinNaming,
     fanout: BuiltinFanout,
@@ -81,12 +91,13 @@ pub struct Policies {
     clamp: RetryClamp,
     permits: Arc<Semaphore>,
     metrics: Option<Arc<crate::metrics::Metrics>>,
+    changes: broadcast::Sender<PluginEvent>,
 }
 
 impl std::fmt::Debug for Policies {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Policies")
-            .field("plugins", &self.plugins)
+            .field("plugins", &self.plugins.load())
             .field("retry", &self.retry)
             .field("clamp", &self.clamp)
             .finish_non_exhaustive()
@@ -99,11 +110,14 @@ impl Default for Policies {
     }
 }
 
+/// How many plugin events a slow subscriber may fall behind before it is told it lagged.
+const CHANGES_CAPACITY: usize = 256;
+
 impl Policies {
     /// Built-in policies only (no plugin host).
     pub fn builtin() -> Self {
         Policies {
-            plugins: BTreeMap::new(),
+            plugins: ArcSwap::from_pointee(PluginTable::new()),
             host: None,
             naming: BuiltinNaming,
             fanout: BuiltinFanout,
@@ -111,54 +125,129 @@ impl Policies {
             clamp: RetryClamp::default(),
             permits: Arc::new(Semaphore::new(HostConfig::default().max_instances as usize)),
             metrics: None,
+            changes: broadcast::channel(CHANGES_CAPACITY).0,
         }
     }
 
-    /// Creates a plugin host (only if some plugin is registered) and loads
-    /// every registered plugin. Never fails: a plugin (or the host) that
-    /// cannot be loaded is recorded, logged, and reported on each use.
+    fn with_table(host: Option<Arc<PluginHost>>, table: PluginTable) -> Self {
+        let mut p = Self::builtin();
+        if let Some(h) = &host {
+            p.permits = Arc::new(Semaphore::new(h.config().max_instances.max(1) as usize));
+        }
+        p.host = host;
+        p.plugins = ArcSwap::from_pointee(table);
+        p
+    }
+
+    /// Creates a plugin host (only if some plugin is registered, or a plugins directory
+    /// is configured) and loads every registered plugin: those of the config file and,
+    /// once, those of `policy.directory` (no watching; see [`start`](Self::start)).
+    /// Never fails: a plugin (or the host) that cannot be loaded is recorded, logged,
+    /// and reported on each use; a directory plugin named like a config one is left
+    /// out (logged), as is an unreadable directory.
     ///
     /// Blocking (compiles plugins): call at start-up, outside the async
     /// workers (e.g. in `spawn_blocking`).
     pub fn load(registry: &PluginRegistry, config: HostConfig) -> Self {
-        if registry.plugins.is_empty() {
+        let jobs = loader::startup(registry, false).unwrap_or_default();
+        Self::load_jobs(registry, config, jobs)
+    }
+
+    /// [`load`](Self::load), except that a name registered both in the config file and
+    /// in the plugins directory, or a directory that cannot be listed, is an error.
+    ///
+    /// # Errors
+    /// [`PluginsError`] naming both sources, or the directory.
+    pub fn try_load(registry: &PluginRegistry, config: HostConfig) -> Result<Self, PluginsError> {
+        let jobs = loader::startup(registry, true)?;
+        Ok(Self::load_jobs(registry, config, jobs))
+    }
+
+    fn load_jobs(registry: &PluginRegistry, config: HostConfig, jobs: loader::Startup) -> Self {
+        if jobs.jobs.is_empty() && registry.directory.is_none() {
             return Self::builtin();
         }
         match PluginHost::new(config) {
-            Ok(host) => Self::with_host(registry, Arc::new(host)),
-            Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "cannot create the policy plugin host; every plugin is unavailable");
-                let mut p = Self::builtin();
-                for name in registry.plugins.keys() {
-                    p.plugins.insert(
-                        name.clone(),
-                        Err(LoadError::HostUnavailable(format!("{e:#}"))),
-                    );
-                }
-                p
-            }
+            Ok(host) => Self::load_into(registry, Arc::new(host), jobs),
+            Err(e) => Self::without_host(&e, jobs),
         }
+    }
+
+    fn without_host(e: &anyhow::Error, jobs: loader::Startup) -> Self {
+        tracing::error!(error = %format!("{e:#}"), "cannot create the policy plugin host; every plugin is unavailable");
+        let table = jobs
+            .jobs
+            .into_iter()
+            .map(|j| {
+                let status = PluginStatus {
+                    state: LoadState::Failed(LoadError::HostUnavailable(format!("{e:#}"))),
+                    ..PluginStatus::loading(j.source)
+                };
+                (j.name, status)
+            })
+            .collect();
+        Self::with_table(None, table)
     }
 
     /// Loads every registered plugin into `host` (blocking, see [`load`](Self::load)).
     pub fn with_host(registry: &PluginRegistry, host: Arc<PluginHost>) -> Self {
-        let mut p = Self::builtin();
-        p.permits = Arc::new(Semaphore::new(host.config().max_instances.max(1) as usize));
-        for (name, reg) in &registry.plugins {
-            let limits = registry.limits_for(name);
-            let loaded = host.load_file(name, &reg.path, &reg.sha256, reg.settings_json(), limits);
-            match &loaded {
-                Ok(pl) => {
-                    tracing::info!(plugin = %name, path = %reg.path.display(), hooks = ?pl.hooks(), "loaded policy plugin")
-                }
-                Err(e) => {
-                    tracing::error!(plugin = %name, path = %reg.path.display(), error = %e, "cannot load policy plugin; resources selecting it will fail")
-                }
-            }
-            p.plugins.insert(name.clone(), loaded.map(Arc::new));
+        let jobs = loader::startup(registry, false).unwrap_or_default();
+        Self::load_into(registry, host, jobs)
+    }
+
+    fn load_into(registry: &PluginRegistry, host: Arc<PluginHost>, jobs: loader::Startup) -> Self {
+        let mut table = PluginTable::new();
+        for job in jobs.jobs {
+            let loaded = loader::run(&host, registry, &job);
+            log_load(&job.name, &job.source, &loaded);
+            let state = match loaded {
+                Ok(p) => LoadState::Loaded(Arc::new(p)),
+                Err(e) => LoadState::Failed(e),
+            };
+            table.insert(
+                job.name,
+                PluginStatus {
+                    state,
+                    ..PluginStatus::loading(job.source)
+                },
+            );
         }
-        p.host = Some(host);
-        p
+        Self::with_table(Some(host), table)
+    }
+
+    /// The live start: registers every plugin of the config file and of the plugins
+    /// directory as *loading* and returns at once (after creating the host and reading
+    /// the directory), with the [`Reloader`] that compiles them in the background and
+    /// then watches the directory. Spawn it with [`Reloader::spawn`] once the policies
+    /// are shared. Until a plugin is loaded, resources selecting it get
+    /// [`PolicyError::Loading`].
+    ///
+    /// Blocking for as long as listing and reading the directory takes.
+    ///
+    /// # Errors
+    /// [`PluginsError`]: a name both in the config file and the directory, or a
+    /// directory that cannot be listed.
+    pub fn start(
+        registry: &PluginRegistry,
+        config: HostConfig,
+    ) -> Result<(Self, Reloader), PluginsError> {
+        let jobs = loader::startup(registry, true)?;
+        if jobs.jobs.is_empty() && registry.directory.is_none() {
+            return Ok((Self::builtin(), Reloader::idle()));
+        }
+        match PluginHost::new(config) {
+            Ok(host) => {
+                let host = Arc::new(host);
+                let table = jobs
+                    .jobs
+                    .iter()
+                    .map(|j| (j.name.clone(), PluginStatus::loading(j.source.clone())))
+                    .collect();
+                let policies = Self::with_table(Some(Arc::clone(&host)), table);
+                Ok((policies, Reloader::new(registry.clone(), host, jobs)))
+            }
+            Err(e) => Ok((Self::without_host(&e, jobs), Reloader::idle())),
+        }
     }
 
     /// Replaces the built-in retry policy.
@@ -195,17 +284,167 @@ impl Policies {
         self.host.as_ref()
     }
 
-    /// A loaded plugin by name.
-    pub fn plugin(&self, name: &str) -> Option<&Arc<LoadedPlugin>> {
-        self.plugins.get(name).and_then(|r| r.as_ref().ok())
+    /// A loaded plugin by name (the version serving now).
+    pub fn plugin(&self, name: &str) -> Option<Arc<LoadedPlugin>> {
+        self.plugins
+            .load()
+            .get(name)
+            .and_then(|s| s.loaded().cloned())
     }
 
-    /// Registered plugins that failed to load, with why.
-    pub fn load_errors(&self) -> Vec<(&str, &LoadError)> {
+    /// Registered plugins that failed to load (and have no version serving), with why.
+    pub fn load_errors(&self) -> Vec<(String, LoadError)> {
         self.plugins
+            .load()
             .iter()
-            .filter_map(|(n, r)| r.as_ref().err().map(|e| (n.as_str(), e)))
+            .filter_map(|(n, s)| match &s.state {
+                LoadState::Failed(e) => Some((n.clone(), e.clone())),
+                _ => None,
+            })
             .collect()
+    }
+
+    /// Every registered plugin now: source, serving version or load state, last refused
+    /// replacement.
+    pub fn statuses(&self) -> PluginTable {
+        self.plugins.load().as_ref().clone()
+    }
+
+    /// Whether some plugin is still being compiled.
+    pub fn loading(&self) -> bool {
+        self.plugins
+            .load()
+            .values()
+            .any(|s| matches!(s.state, LoadState::Loading))
+    }
+
+    /// Plugin changes from now on: loaded, failed, refused replacement, removed. A
+    /// receiver that falls more than 256 events behind is told it lagged.
+    pub fn subscribe(&self) -> broadcast::Receiver<PluginEvent> {
+        self.changes.subscribe()
+    }
+
+    /// Records the outcome of loading `name` from `source`: a loaded version serves; a
+    /// failure keeps an earlier loaded version of the same source serving (recorded as
+    /// refused), else the plugin fails. Logs, counts and announces the change.
+    pub(super) fn install(
+        &self,
+        name: &str,
+        source: &PluginSource,
+        attempted_sha256: &str,
+        loaded: Result<LoadedPlugin, LoadError>,
+    ) {
+        log_load(name, source, &loaded);
+        let loaded = loaded.map(Arc::new);
+        let mut kind = None;
+        self.plugins.rcu(|table| {
+            let mut table = PluginTable::clone(table);
+            let previous = table.get(name).filter(|s| &s.source == source);
+            let (status, k) = match (&loaded, previous.and_then(PluginStatus::loaded)) {
+                (Ok(p), _) => (
+                    PluginStatus {
+                        source: source.clone(),
+                        state: LoadState::Loaded(Arc::clone(p)),
+                        rejected: None,
+                    },
+                    PluginEventKind::Loaded {
+                        sha256: p.sha256().to_owned(),
+                    },
+                ),
+                (Err(e), Some(serving)) => (
+                    PluginStatus {
+                        source: source.clone(),
+                        state: LoadState::Loaded(Arc::clone(serving)),
+                        rejected: Some(Rejected {
+                            sha256: attempted_sha256.to_owned(),
+                            error: e.clone(),
+                        }),
+                    },
+                    PluginEventKind::Rejected(e.clone()),
+                ),
+                (Err(e), None) => (
+                    PluginStatus {
+                        source: source.clone(),
+                        state: LoadState::Failed(e.clone()),
+                        rejected: None,
+                    },
+                    PluginEventKind::Failed(e.clone()),
+                ),
+            };
+            table.insert(name.to_owned(), status);
+            kind = Some(k);
+            table
+        });
+        if let Some(kind) = kind {
+            self.announce(name, kind);
+        }
+    }
+
+    /// Registers `name` from `source` as loading, unless it is registered already (a
+    /// replacement: the previous version serves meanwhile).
+    pub(super) fn mark_loading(&self, name: &str, source: &PluginSource) {
+        self.plugins.rcu(|table| {
+            let mut table = PluginTable::clone(table);
+            table
+                .entry(name.to_owned())
+                .or_insert_with(|| PluginStatus::loading(source.clone()));
+            table
+        });
+    }
+
+    /// Records that a file in the plugins directory was refused without replacing what
+    /// serves under `name` (e.g. it is named like a config file plugin).
+    pub(super) fn refuse(&self, name: &str, sha256: &str, error: LoadError) {
+        tracing::error!(plugin = %name, %sha256, error = %error, "policy plugin file refused");
+        self.plugins.rcu(|table| {
+            let mut table = PluginTable::clone(table);
+            if let Some(s) = table.get_mut(name) {
+                s.rejected = Some(Rejected {
+                    sha256: sha256.to_owned(),
+                    error: error.clone(),
+                });
+            }
+            table
+        });
+        self.announce(name, PluginEventKind::Rejected(error));
+    }
+
+    /// Unregisters `name` if it comes from `source`; returns whether it did.
+    pub(super) fn remove(&self, name: &str, source: &PluginSource) -> bool {
+        let mut removed = false;
+        self.plugins.rcu(|table| {
+            let mut table = PluginTable::clone(table);
+            removed = table.get(name).is_some_and(|s| &s.source == source);
+            if removed {
+                table.remove(name);
+            } else if let Some(s) = table.get_mut(name) {
+                // A refused file of the same name left: nothing is refused any more.
+                s.rejected = None;
+            }
+            table
+        });
+        if removed {
+            tracing::warn!(plugin = %name, source = %source.describe(name), "policy plugin removed; resources selecting it fail");
+            self.announce(name, PluginEventKind::Removed);
+        }
+        removed
+    }
+
+    fn announce(&self, name: &str, kind: PluginEventKind) {
+        if let Some(m) = &self.metrics {
+            m.plugin_load(name, kind.label());
+            let loaded = self
+                .plugins
+                .load()
+                .get(name)
+                .is_some_and(|s| s.loaded().is_some());
+            m.set_plugin_loaded(name, loaded);
+        }
+        // No subscriber (no controller yet) is fine: it reads the table when it starts.
+        let _ = self.changes.send(PluginEvent {
+            plugin: name.to_owned(),
+            kind,
+        });
     }
 
     /// Checks that every plugin `selection` names is registered, loaded and
@@ -226,22 +465,27 @@ impl Policies {
     }
 
     fn resolve(&self, name: &str, hook: Hook) -> Result<Arc<LoadedPlugin>, PolicyError> {
-        match self.plugins.get(name) {
+        let table = self.plugins.load();
+        match table.get(name).map(|s| &s.state) {
             None => Err(PolicyError::NotRegistered {
                 plugin: name.to_owned(),
                 hook,
             }),
-            Some(Err(error)) => Err(PolicyError::LoadFailed {
+            Some(LoadState::Loading) => Err(PolicyError::Loading {
+                plugin: name.to_owned(),
+                hook,
+            }),
+            Some(LoadState::Failed(error)) => Err(PolicyError::LoadFailed {
                 plugin: name.to_owned(),
                 hook,
                 error: error.clone(),
             }),
-            Some(Ok(p)) if !p.has_hook(hook) => Err(PolicyError::LoadFailed {
+            Some(LoadState::Loaded(p)) if !p.has_hook(hook) => Err(PolicyError::LoadFailed {
                 plugin: name.to_owned(),
                 hook,
                 error: LoadError::MissingHook(hook),
             }),
-            Some(Ok(p)) => Ok(Arc::clone(p)),
+            Some(LoadState::Loaded(p)) => Ok(Arc::clone(p)),
         }
     }
 

@@ -21,19 +21,29 @@
 //! [`PolicyError::metric_label`]. For the retry hook the controller still
 //! needs *some* schedule: on error it uses [`Policies::builtin_retry`].
 //!
+//! **Live plugins:** [`Policies::start`] registers the plugins at once and compiles them
+//! in the background ([`Reloader`]), then keeps `policy.directory` live (see
+//! [`directory`]): a changed file is swapped in, a failed replacement keeps the previous
+//! version serving, a removed file unregisters the plugin; [`Policies::subscribe`] says
+//! what changed, so the controller reconciles the resources that select it.
+//!
 //! Plugins never see a token: [`CrInfo`] has no field that could carry one.
 
 mod bindings;
 mod builtin;
+pub mod directory;
 mod epoch;
 mod error;
 mod facade;
 pub mod guard;
 mod host;
 mod limits;
+pub mod listcmd;
+mod loader;
 mod plugin;
 mod registry;
 mod session;
+mod table;
 pub mod testcmd;
 mod types;
 
@@ -44,9 +54,13 @@ pub use facade::{AllowedNamespaces, Policies, PolicySelection};
 pub use guard::RetryClamp;
 pub use host::{LoadedPlugin, PluginHost};
 pub use limits::{HostConfig, Limits};
+pub use loader::{PluginsError, ReloadTask, Reloader};
 pub use plugin::WasmPolicy;
 pub use registry::{LimitsOverride, PluginRegistration, PluginRegistry};
 pub use session::{CallStats, PluginSession};
+pub use table::{
+    LoadState, PluginEvent, PluginEventKind, PluginSource, PluginStatus, PluginTable, Rejected,
+};
 pub use types::{
     CrInfo, Failure, FailureKind, FanoutPolicy, NamespaceInfo, NamingPolicy, RetryDecision,
     RetryPolicy,

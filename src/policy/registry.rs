@@ -24,7 +24,26 @@ pub struct PluginRegistry {
     /// Registrations, keyed by the name custom resources use to select them.
     #[serde(default)]
     pub plugins: BTreeMap<String, PluginRegistration>,
+    /// A directory of drop-in plugins, watched while the operator runs (see
+    /// [`directory`](super::directory)): `NAME.wasm` is plugin `NAME`, with an optional
+    /// `NAME.yaml` beside it holding `sha256`, `settings` and `limits` (the keys of a
+    /// `plugins.NAME` entry without `path`). Relative to the config file. Unset (the
+    /// default): no directory.
+    #[serde(default)]
+    pub directory: Option<PathBuf>,
+    /// Refuse a plugin of [`directory`](Self::directory) whose sidecar gives no `sha256`
+    /// pin (default `false`: the file's own digest is used). Plugins of the config file
+    /// always carry a pin.
+    #[serde(default)]
+    pub require_sha256: bool,
+    /// How often [`directory`](Self::directory) is scanned again in full, in milliseconds,
+    /// besides the file-system notifications (a safety net: default 10000).
+    #[serde(default)]
+    pub rescan_interval_ms: Option<u64>,
 }
+
+/// Default of [`PluginRegistry::rescan_interval_ms`].
+pub const DEFAULT_RESCAN_INTERVAL: Duration = Duration::from_secs(10);
 
 /// One plugin file the cluster owner allows custom resources to use.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -106,6 +125,11 @@ impl PluginRegistry {
                 r.path = base_dir.join(&r.path);
             }
         }
+        if let Some(dir) = reg.directory.as_mut()
+            && dir.is_relative()
+        {
+            *dir = base_dir.join(&*dir);
+        }
         reg.validate()?;
         Ok(reg)
     }
@@ -113,16 +137,19 @@ impl PluginRegistry {
     /// Checks names, pins and limits; errors name the offending key.
     pub fn validate(&self) -> anyhow::Result<()> {
         check_limits("defaults.limits", &self.defaults)?;
+        anyhow::ensure!(
+            self.rescan_interval_ms != Some(0),
+            "rescan_interval_ms: must be positive"
+        );
+        anyhow::ensure!(
+            self.directory
+                .as_ref()
+                .is_none_or(|d| !d.as_os_str().is_empty()),
+            "directory: must not be empty (leave it unset for no directory)"
+        );
         for (name, r) in &self.plugins {
-            let valid_name = !name.is_empty()
-                && name.len() <= 63
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !name.starts_with('-')
-                && !name.ends_with('-');
             anyhow::ensure!(
-                valid_name,
+                is_plugin_name(name),
                 "plugins.{name}: plugin names must be 1-63 lowercase letters, digits or '-' (not at either end)"
             );
             let pin = r.sha256.trim();
@@ -137,6 +164,13 @@ impl PluginRegistry {
             check_limits(&format!("plugins.{name}.limits"), &r.limits)?;
         }
         Ok(())
+    }
+
+    /// How often the plugins directory is scanned again in full.
+    pub fn rescan_interval(&self) -> Duration {
+        self.rescan_interval_ms
+            .map(Duration::from_millis)
+            .unwrap_or(DEFAULT_RESCAN_INTERVAL)
     }
 
     /// The limits of plugin `name`: built-in defaults, then `defaults`, then
@@ -160,7 +194,19 @@ impl PluginRegistration {
     }
 }
 
-fn check_limits(key: &str, l: &LimitsOverride) -> anyhow::Result<()> {
+/// Whether `name` can name a plugin: 1-63 lowercase letters, digits or `-`, not at
+/// either end (a DNS-1123 label).
+pub fn is_plugin_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+pub(super) fn check_limits(key: &str, l: &LimitsOverride) -> anyhow::Result<()> {
     anyhow::ensure!(l.fuel != Some(0), "{key}.fuel: must be positive");
     anyhow::ensure!(
         l.timeout_ms != Some(0),
