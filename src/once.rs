@@ -423,21 +423,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
     fn cr(generation: i64, ready: Option<(&str, &str, &str, i64)>) -> ECRTokenRefresh {
-        let mut cr = ECRTokenRefresh::new(
-            "creds",
-            ECRTokenRefreshSpec {
-                ecr_registry: "123456789012.dkr.ecr.us-east-1.amazonaws.com".into(),
-                frequency: "8h".into(),
-                region: "us-east-1".into(),
-                service_accounts: vec![],
-                policy: None,
-                additional_registries: vec![],
-                auth: None,
-                suspend: false,
-                secret_template: None,
-                verify: None,
-            },
-        );
+        let mut cr = ECRTokenRefresh::new("creds", ECRTokenRefreshSpec::sample());
         cr.metadata.namespace = Some("apps".into());
         cr.metadata.uid = Some("u1".into());
         cr.metadata.generation = Some(generation);

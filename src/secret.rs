@@ -473,21 +473,7 @@ mod tests {
     use secrecy::SecretString;
 
     fn owner() -> ECRTokenRefresh {
-        let mut cr = ECRTokenRefresh::new(
-            "ecr-credentials",
-            ECRTokenRefreshSpec {
-                ecr_registry: "123456789012.dkr.ecr.us-east-1.amazonaws.com".into(),
-                frequency: "8h".into(),
-                region: "us-east-1".into(),
-                service_accounts: vec![],
-                policy: None,
-                additional_registries: vec![],
-                auth: None,
-                suspend: false,
-                secret_template: None,
-                verify: None,
-            },
-        );
+        let mut cr = ECRTokenRefresh::new("ecr-credentials", ECRTokenRefreshSpec::sample());
         cr.metadata.namespace = Some("default".into());
         cr.metadata.uid = Some("0b7c1c4e-0000-4000-8000-000000000001".into());
         cr

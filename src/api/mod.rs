@@ -405,6 +405,23 @@ pub struct SpecError {
 }
 
 impl ECRTokenRefreshSpec {
+    /// The original operator's sample: `ecrRegistry: 123456789012.dkr.ecr.us-east-1.amazonaws.com`,
+    /// `frequency: 8h`, `region: us-east-1`, every optional field left out.
+    pub fn sample() -> Self {
+        Self {
+            ecr_registry: "123456789012.dkr.ecr.us-east-1.amazonaws.com".into(),
+            frequency: "8h".into(),
+            region: "us-east-1".into(),
+            service_accounts: vec![],
+            policy: None,
+            additional_registries: vec![],
+            auth: None,
+            suspend: false,
+            secret_template: None,
+            verify: None,
+        }
+    }
+
     /// `additionalRegistries` parsed: each a private registry host or `public.ecr.aws`, none
     /// twice (nor `ecrRegistry` again).
     fn additional_registries(&self) -> Result<Vec<Registry>, SpecError> {

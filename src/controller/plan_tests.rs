@@ -421,21 +421,7 @@ fn a_secret_holding_the_token_but_changed_or_incomplete_is_rewritten() {
 #[test]
 fn the_hash_plan_expects_is_the_one_a_rendered_secret_carries() {
     use crate::api::{ECRTokenRefresh, ECRTokenRefreshSpec};
-    let mut cr = ECRTokenRefresh::new(
-        NAME,
-        ECRTokenRefreshSpec {
-            ecr_registry: REGISTRY.into(),
-            frequency: "8h".into(),
-            region: "us-east-1".into(),
-            service_accounts: vec![],
-            policy: None,
-            additional_registries: vec![],
-            auth: None,
-            suspend: false,
-            secret_template: None,
-            verify: None,
-        },
-    );
+    let mut cr = ECRTokenRefresh::new(NAME, ECRTokenRefreshSpec::sample());
     cr.metadata.namespace = Some(NS.into());
     cr.metadata.uid = Some(UID.into());
     let tok = ecr_token("pa:ss", h(1));

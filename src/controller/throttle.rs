@@ -161,8 +161,8 @@ mod tests {
         );
         p.finish(Signal::Overloaded);
         assert_eq!(w.limit(), 4);
-        // Additive increase: about one more per window of successes.
-        for _ in 0..4 {
+        // Additive increase: about one more per window of successes (4 + 1/4 + 1/4.25 + …).
+        for _ in 0..5 {
             w.acquire().await.finish(Signal::Ok);
         }
         assert_eq!(w.limit(), 5);

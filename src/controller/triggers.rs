@@ -214,21 +214,7 @@ mod tests {
     use crate::api::ECRTokenRefreshSpec;
 
     fn cr() -> ECRTokenRefresh {
-        let mut cr = ECRTokenRefresh::new(
-            "creds",
-            ECRTokenRefreshSpec {
-                ecr_registry: "123456789012.dkr.ecr.us-east-1.amazonaws.com".into(),
-                frequency: "8h".into(),
-                region: "us-east-1".into(),
-                service_accounts: vec![],
-                policy: None,
-                additional_registries: vec![],
-                auth: None,
-                suspend: false,
-                secret_template: None,
-                verify: None,
-            },
-        );
+        let mut cr = ECRTokenRefresh::new("creds", ECRTokenRefreshSpec::sample());
         cr.metadata.generation = Some(1);
         cr
     }
