@@ -111,6 +111,7 @@ fn bench(c: &mut Criterion) {
                 limits: LimitsOverride::default(),
             },
         )]),
+        ..Default::default()
     };
     let policies = Policies::with_host(&registry, Arc::clone(&host));
     let sel = PolicySelection {

@@ -29,7 +29,7 @@ use serde_json::Value;
 use crate::access::{AccessConfig, AccessRules};
 use crate::api::parse_go_duration;
 use crate::controller::{ScheduleSettings, Settings};
-use crate::policy::{BuiltinRetry, HostConfig, PluginRegistry, Policies};
+use crate::policy::{BuiltinRetry, PluginRegistry, Policies};
 use crate::registry_check::{self, VerifySettings};
 use crate::telemetry::LogFormat;
 
@@ -582,8 +582,18 @@ fn source_of(figment: &Figment, key: &str) -> String {
     "default".into()
 }
 
-/// Relative plugin paths are relative to the config file that names them.
+/// Relative plugin paths (and `policy.cache_directory`) are relative to the config file
+/// that names them.
 fn resolve_plugin_paths(config: &mut OperatorConfig, figment: &Figment) {
+    if let Some(dir) = config.policy.cache_directory.as_mut()
+        && dir.is_relative()
+        && let Some(Source::File(file)) = figment
+            .find_metadata("policy.cache_directory")
+            .and_then(|m| m.source.as_ref())
+        && let Some(base) = file.parent()
+    {
+        *dir = base.join(&*dir);
+    }
     for (name, reg) in config.policy.plugins.iter_mut() {
         if reg.path.is_relative() {
             let key = format!("policy.plugins.{name}.path");
@@ -783,7 +793,7 @@ impl OperatorConfig {
             cap: self.refresh.backoff_max.0,
             ..BuiltinRetry::default()
         };
-        Policies::load(&self.policy, HostConfig::default()).with_builtin_retry(retry)
+        Policies::load(&self.policy, self.policy.host_config()).with_builtin_retry(retry)
     }
 }
 

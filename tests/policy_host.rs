@@ -109,6 +109,7 @@ fn all_plugins() -> &'static Policies {
             &PluginRegistry {
                 defaults: LimitsOverride::default(),
                 plugins,
+                ..Default::default()
             },
             host(),
         )

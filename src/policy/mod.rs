@@ -25,6 +25,7 @@
 
 mod bindings;
 mod builtin;
+mod cache;
 mod epoch;
 mod error;
 mod facade;
@@ -33,6 +34,7 @@ mod host;
 mod limits;
 mod plugin;
 mod registry;
+pub mod sandbox;
 mod session;
 pub mod testcmd;
 mod types;
@@ -42,7 +44,7 @@ pub use epoch::EpochTicker;
 pub use error::{Hook, LoadError, PolicyError, Violation};
 pub use facade::{AllowedNamespaces, Policies, PolicySelection};
 pub use guard::RetryClamp;
-pub use host::{LoadedPlugin, PluginHost};
+pub use host::{CompileStats, LoadedPlugin, PluginHost};
 pub use limits::{HostConfig, Limits};
 pub use plugin::WasmPolicy;
 pub use registry::{LimitsOverride, PluginRegistration, PluginRegistry};
