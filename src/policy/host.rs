@@ -64,7 +64,7 @@ pub struct PluginHost {
     cache_hits: AtomicUsize,
     config: HostConfig,
     pooling: bool,
-    _ticker: EpochTicker,
+    ticker: Arc<EpochTicker>,
 }
 
 impl std::fmt::Debug for PluginHost {
@@ -140,7 +140,7 @@ impl PluginHost {
             cache_hits: AtomicUsize::new(0),
             config,
             pooling,
-            _ticker: ticker,
+            ticker: Arc::new(ticker),
         })
     }
 
@@ -289,6 +289,7 @@ impl PluginHost {
             deterministic: self.config.deterministic,
             share: self.share(),
             call_permits: Arc::new(Semaphore::new(self.share())),
+            _ticker: Arc::clone(&self.ticker),
         };
         plugin.session().validate_settings()?;
         Ok(plugin)
@@ -373,6 +374,9 @@ pub struct LoadedPlugin {
     pub(super) deterministic: bool,
     share: usize,
     call_permits: Arc<Semaphore>,
+    /// Keeps the deadlines ticking while a call may still run, even if the
+    /// host itself is dropped meanwhile.
+    _ticker: Arc<EpochTicker>,
 }
 
 impl std::fmt::Debug for LoadedPlugin {

@@ -5,8 +5,8 @@
 //!
 //! - `wasi:clocks/wall-clock` always reads the Unix epoch (0 s, 0 ns);
 //!   `wasi:clocks/monotonic-clock` always reads 0 (time never passes);
-//! - `wasi:random/random` and `wasi:random/insecure` return the same fixed
-//!   byte sequence ([`random_bytes`]) in every instance, and
+//! - `wasi:random/random` and `wasi:random/insecure` draw from the same fixed
+//!   byte sequence ([`random_bytes`]), from its start, in every instance, and
 //!   `wasi:random/insecure-seed` a fixed value ([`INSECURE_SEED`]);
 //!   one request is capped at [`MAX_RANDOM_BYTES`] (more traps);
 //! - no environment variables, no arguments, no initial working directory,
@@ -32,14 +32,15 @@ use wasmtime_wasi::{Deterministic, HostMonotonicClock, HostWallClock, WasiCtx, W
 pub const MAX_RANDOM_BYTES: u64 = 64 << 10;
 
 /// What `wasi:random/insecure-seed.insecure-seed` returns, as one `u128`
-/// (the guest sees `(high 64 bits, low 64 bits)`).
+/// (the guest sees `(low 64 bits, high 64 bits)`).
 pub const INSECURE_SEED: u128 = 0x6563_722d_746f_6b65_6e2d_7265_6672_6573;
 
 /// Length of the repeating random sequence (bytes).
 const RANDOM_CYCLE: usize = 1024;
 
-/// The byte sequence both random sources repeat, from the start, in every
+/// The byte sequence both random sources draw from, from the start, in every
 /// instance: SHA-256 in counter mode over a fixed label (1 KiB, then again).
+/// wasmtime-wasi turns it into values four bytes (one `u32`) at a time.
 /// Not secret and not unpredictable — plugins decide policy, they do not make
 /// keys.
 pub fn random_bytes() -> &'static [u8] {
