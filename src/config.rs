@@ -29,7 +29,7 @@ use serde_json::Value;
 use crate::access::{AccessConfig, AccessRules};
 use crate::api::parse_go_duration;
 use crate::controller::{ScheduleSettings, Settings};
-use crate::policy::{BuiltinRetry, HostConfig, PluginRegistry, PluginsError, Policies, Reloader};
+use crate::policy::{BuiltinRetry, PluginRegistry, PluginsError, Policies, Reloader};
 use crate::registry_check::{self, VerifySettings};
 use crate::telemetry::LogFormat;
 
@@ -583,17 +583,21 @@ fn source_of(figment: &Figment, key: &str) -> String {
     "default".into()
 }
 
-/// Relative plugin paths (and `policy.directory`) are relative to the config file that
-/// names them.
+/// Relative plugin paths (and `policy.directory`, `policy.cache_directory`) are relative to
+/// the config file that names them.
 fn resolve_plugin_paths(config: &mut OperatorConfig, figment: &Figment) {
-    if let Some(dir) = config.policy.directory.as_mut()
-        && dir.is_relative()
-        && let Some(Source::File(file)) = figment
-            .find_metadata("policy.directory")
-            .and_then(|m| m.source.as_ref())
-        && let Some(parent) = file.parent()
-    {
-        *dir = parent.join(&*dir);
+    for (key, dir) in [
+        ("policy.directory", config.policy.directory.as_mut()),
+        ("policy.cache_directory", config.policy.cache_directory.as_mut()),
+    ] {
+        if let Some(dir) = dir
+            && dir.is_relative()
+            && let Some(Source::File(file)) =
+                figment.find_metadata(key).and_then(|m| m.source.as_ref())
+            && let Some(parent) = file.parent()
+        {
+            *dir = parent.join(&*dir);
+        }
     }
     for (name, reg) in config.policy.plugins.iter_mut() {
         if reg.path.is_relative() {
@@ -794,7 +798,7 @@ impl OperatorConfig {
     /// [`PluginsError`]: a plugin name in both the config file and the directory, or a
     /// directory that cannot be listed.
     pub fn policies(&self) -> Result<Policies, PluginsError> {
-        Ok(Policies::try_load(&self.policy, HostConfig::default())?
+        Ok(Policies::try_load(&self.policy, self.policy.host_config())?
             .with_builtin_retry(self.builtin_retry()))
     }
 
@@ -805,7 +809,7 @@ impl OperatorConfig {
     /// # Errors
     /// As [`policies`](Self::policies).
     pub fn live_policies(&self) -> Result<(Policies, Reloader), PluginsError> {
-        let (policies, reloader) = Policies::start(&self.policy, HostConfig::default())?;
+        let (policies, reloader) = Policies::start(&self.policy, self.policy.host_config())?;
         Ok((policies.with_builtin_retry(self.builtin_retry()), reloader))
     }
 

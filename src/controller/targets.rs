@@ -37,8 +37,15 @@ pub async fn resolve(
         vec![own.to_string()]
     };
     let mut targets = Vec::with_capacity(chosen.len());
-    for namespace in chosen {
-        let name = policies.secret_name(selection, info, &namespace).await?;
+    for (i, namespace) in chosen.into_iter().enumerate() {
+        // The first name is asked twice: a plugin that answers differently is refused.
+        let name = if i == 0 {
+            policies
+                .secret_name_checked(selection, info, &namespace)
+                .await?
+        } else {
+            policies.secret_name(selection, info, &namespace).await?
+        };
         targets.push(SecretTarget { namespace, name });
     }
     Ok(targets)

@@ -45,6 +45,17 @@ pub enum LoadError {
         /// The I/O error.
         reason: String,
     },
+    /// The component file is larger than [`HostConfig::max_component_bytes`](super::HostConfig::max_component_bytes)
+    /// (checked before it is read or compiled).
+    #[error(
+        "component is {bytes} bytes, over the limit of {limit} bytes (policy.max_component_bytes)"
+    )]
+    TooLarge {
+        /// Size of the file, in bytes.
+        bytes: u64,
+        /// The limit, in bytes.
+        limit: u64,
+    },
     /// The registration's `sha256` is not a 64-digit hex string.
     #[error("sha256 pin {0:?} is not 64 hexadecimal digits")]
     BadPin(String),
@@ -129,6 +140,17 @@ pub enum Violation {
     /// A chosen namespace is not allowed for this resource.
     #[error("namespace {0:?} is not allowed for this resource")]
     NamespaceNotAllowed(String),
+    /// Two identical calls gave different answers: the plugin is not
+    /// deterministic (the host would create, prune and recreate Secrets in a loop).
+    #[error(
+        "two identical calls gave different answers ({first:?}, then {second:?}); plugins must answer the same for the same input"
+    )]
+    Unstable {
+        /// The first answer (truncated for display).
+        first: String,
+        /// The second answer (truncated for display).
+        second: String,
+    },
     /// The answer is larger than the host accepts.
     #[error("{what} too large: {len} > {max}")]
     OutputTooLarge {

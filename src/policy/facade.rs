@@ -501,6 +501,12 @@ impl Policies {
             hook,
             message,
         };
+        // The plugin's own share of the pool first, then a slot of the pool: a plugin
+        // whose calls are all slow holds at most its share and the others keep running.
+        let _own = Arc::clone(plugin.call_permits())
+            .acquire_owned()
+            .await
+            .map_err(|e| internal(e.to_string()))?;
         let _permit = Arc::clone(&self.permits)
             .acquire_owned()
             .await
@@ -556,6 +562,36 @@ impl Policies {
         let answer = self
             .call_plugin(name, Hook::Naming, move |s| s.secret_name(&cr2, &ns))
             .await?;
+        guard::check_secret_name(&answer).map_err(|v| violation(name, Hook::Naming, v))?;
+        Ok(answer)
+    }
+
+    /// Like [`secret_name`](Self::secret_name), but a plugin is asked twice, each
+    /// time in a fresh instance, and two different answers are rejected
+    /// ([`Violation::Unstable`]): a plugin whose name changes from call to call
+    /// would make the operator create, prune and recreate Secrets in a loop.
+    /// The sandbox is deterministic, so this is a guard, not the mechanism; the
+    /// controller uses it for the first target of each reconcile only (one extra
+    /// call per reconcile, however many namespaces it fans out to).
+    pub async fn secret_name_checked(
+        &self,
+        selection: &PolicySelection,
+        cr: &CrInfo,
+        target_namespace: &str,
+    ) -> Result<String, PolicyError> {
+        let Some(name) = selection.naming.as_deref() else {
+            return self.naming.secret_name(cr, target_namespace);
+        };
+        let (cr2, ns) = (cr.clone(), target_namespace.to_owned());
+        let answer = self
+            .call_plugin(name, Hook::Naming, move |s| {
+                let first = s.secret_name(&cr2, &ns)?;
+                let second = s.plugin().session().secret_name(&cr2, &ns)?;
+                Ok((first, second))
+            })
+            .await?;
+        let answer =
+            guard::check_stable_name(answer).map_err(|v| violation(name, Hook::Naming, v))?;
         guard::check_secret_name(&answer).map_err(|v| violation(name, Hook::Naming, v))?;
         Ok(answer)
     }

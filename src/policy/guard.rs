@@ -53,6 +53,17 @@ pub fn check_secret_name(name: &str) -> Result<(), Violation> {
     Ok(())
 }
 
+/// Checks that two answers to the same naming call agree; returns the answer.
+pub fn check_stable_name((first, second): (String, String)) -> Result<String, Violation> {
+    if first == second {
+        return Ok(first);
+    }
+    Err(Violation::Unstable {
+        first: super::error::truncate(&first, 64),
+        second: super::error::truncate(&second, 64),
+    })
+}
+
 /// Checks a fan-out answer: each name a candidate and allowed, and no more
 /// names than candidates. Returns the chosen names, de-duplicated, in the
 /// order of the answer.
@@ -241,5 +252,13 @@ mod tests {
             RetryDecision::GiveUp { reason } => assert!(reason.len() < 1100),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn two_different_names_are_unstable() {
+        assert_eq!(check_stable_name(("a".into(), "a".into())).unwrap(), "a");
+        let err = check_stable_name(("a-1".into(), "a-2".into())).unwrap_err();
+        assert!(matches!(err, Violation::Unstable { .. }));
+        assert!(err.to_string().contains("\"a-1\", then \"a-2\""), "{err}");
     }
 }

@@ -1,30 +1,37 @@
-//! The wasmtime host: one engine, plugins compiled once (keyed by sha256) and
-//! pre-instantiated, a fresh `Store` per session, no ambient capabilities.
+//! The wasmtime host: one engine, plugins compiled once (keyed by sha256,
+//! optionally cached on disk) and pre-instantiated, a fresh `Store` per
+//! session with an empty, deterministic WASI context (see [`super::sandbox`]).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
 use wasmtime::component::{Component, HasSelf, InstancePre, Linker, Resource, ResourceTable};
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter,
-    StoreContextMut, StoreLimits,
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, StoreContextMut,
 };
 use wasmtime_wasi::p2::DynPollable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{self, fanout, naming, retry, settings};
+use super::cache::ArtifactCache;
+use super::limits::InstanceLimiter;
 use super::{EpochTicker, Hook, HostConfig, Limits, LoadError, PluginSession};
+
+/// Most linear memories one core module of a plugin may define (pooling
+/// allocator; wasmtime's default is 1, multi-memory modules need more).
+const MAX_MEMORIES_PER_MODULE: u32 = 4;
 
 /// Data of each `Store`: the (empty) WASI context, limits, captured output.
 pub(crate) struct StoreData {
     pub(super) wasi: WasiCtx,
     pub(super) table: ResourceTable,
-    pub(super) limits: StoreLimits,
+    pub(super) limits: InstanceLimiter,
     pub(super) output: MemoryOutputPipe,
-    pub(super) memory_limit_hit: bool,
 }
 
 impl WasiView for StoreData {
@@ -38,40 +45,13 @@ impl WasiView for StoreData {
 
 impl bindings::types::Host for StoreData {}
 
-impl ResourceLimiter for StoreData {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        let ok = self.limits.memory_growing(current, desired, maximum)?;
-        self.memory_limit_hit |= !ok;
-        Ok(ok)
-    }
-
-    fn table_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        let ok = self.limits.table_growing(current, desired, maximum)?;
-        self.memory_limit_hit |= !ok;
-        Ok(ok)
-    }
-
-    fn instances(&self) -> usize {
-        self.limits.instances()
-    }
-
-    fn tables(&self) -> usize {
-        self.limits.tables()
-    }
-
-    fn memories(&self) -> usize {
-        self.limits.memories()
-    }
+/// How the components a host holds were obtained.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CompileStats {
+    /// Components compiled by this host.
+    pub compiled: usize,
+    /// Components loaded from [`HostConfig::cache_directory`] instead.
+    pub loaded_from_cache: usize,
 }
 
 /// The plugin host: one engine, a linker granting nothing, a compile cache.
@@ -79,9 +59,12 @@ pub struct PluginHost {
     engine: Engine,
     linker: Linker<StoreData>,
     compiled: Mutex<HashMap<String, Component>>,
+    disk_cache: Option<ArtifactCache>,
+    compiled_count: AtomicUsize,
+    cache_hits: AtomicUsize,
     config: HostConfig,
     pooling: bool,
-    _ticker: EpochTicker,
+    ticker: Arc<EpochTicker>,
 }
 
 impl std::fmt::Debug for PluginHost {
@@ -98,11 +81,16 @@ fn engine_config(pool: Option<&HostConfig>) -> Config {
     c.wasm_component_model(true);
     c.consume_fuel(true);
     c.epoch_interruption(true);
+    // Same input, same answer, on any machine: NaN bit patterns and relaxed
+    // SIMD results are otherwise up to the CPU.
+    c.cranelift_nan_canonicalization(true);
+    c.relaxed_simd_deterministic(true);
     if let Some(h) = pool {
         let mut p = PoolingAllocationConfig::new();
         p.total_component_instances(h.max_instances);
         p.total_core_instances(h.max_instances.saturating_mul(8));
-        p.total_memories(h.max_instances.saturating_mul(2));
+        p.total_memories(h.max_instances.saturating_mul(MAX_MEMORIES_PER_MODULE));
+        p.max_memories_per_module(MAX_MEMORIES_PER_MODULE);
         p.total_tables(h.max_instances.saturating_mul(4));
         p.max_memory_size(h.max_memory_bytes);
         c.allocation_strategy(InstanceAllocationStrategy::Pooling(p));
@@ -138,13 +126,21 @@ impl PluginHost {
         let linker = Self::linker(&engine)
             .map_err(|e| anyhow::anyhow!("cannot build the plugin linker: {}", wt(e)))?;
         let ticker = EpochTicker::start(engine.clone(), config.epoch_tick)?;
+        let disk_cache = config.cache_directory.as_deref().and_then(|dir| {
+            ArtifactCache::open(dir, &engine)
+                .inspect_err(|e| tracing::warn!(path = %dir.display(), error = %e, "cannot use the compiled plugin cache directory; compiling on every start"))
+                .ok()
+        });
         Ok(PluginHost {
             engine,
             linker,
             compiled: Mutex::new(HashMap::new()),
+            disk_cache,
+            compiled_count: AtomicUsize::new(0),
+            cache_hits: AtomicUsize::new(0),
             config,
             pooling,
-            _ticker: ticker,
+            ticker: Arc::new(ticker),
         })
     }
 
@@ -191,16 +187,40 @@ impl PluginHost {
         self.pooling
     }
 
-    /// Number of distinct components compiled so far.
+    /// Number of distinct components held (compiled or loaded from the cache).
     pub fn compiled_count(&self) -> usize {
         self.compiled.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// How many components were compiled, and how many loaded from the cache directory.
+    pub fn compile_stats(&self) -> CompileStats {
+        CompileStats {
+            compiled: self.compiled_count.load(Ordering::Relaxed),
+            loaded_from_cache: self.cache_hits.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Where the compiled form of the component with digest `sha256` is
+    /// cached, if a cache directory is in use.
+    pub fn cache_entry(&self, sha256: &str) -> Option<std::path::PathBuf> {
+        self.disk_cache.as_ref().map(|c| c.path(sha256))
+    }
+
+    fn check_size(&self, bytes: u64) -> Result<(), LoadError> {
+        let limit = self.config.max_component_bytes;
+        if bytes > limit {
+            return Err(LoadError::TooLarge { bytes, limit });
+        }
+        Ok(())
     }
 
     /// Reads, verifies, compiles (once per sha256), pre-instantiates a plugin
     /// and lets it validate its settings.
     ///
     /// `sha256` is the registered pin (64 hex digits); `settings_json` is the
-    /// settings document as JSON.
+    /// settings document as JSON. A file over
+    /// [`HostConfig::max_component_bytes`] is refused before it is read
+    /// ([`LoadError::TooLarge`]).
     pub fn load_file(
         &self,
         name: &str,
@@ -209,10 +229,12 @@ impl PluginHost {
         settings_json: String,
         limits: Limits,
     ) -> Result<LoadedPlugin, LoadError> {
-        let bytes = std::fs::read(path).map_err(|e| LoadError::Io {
+        let io = |e: std::io::Error| LoadError::Io {
             path: path.display().to_string(),
             reason: e.to_string(),
-        })?;
+        };
+        self.check_size(std::fs::metadata(path).map_err(io)?.len())?;
+        let bytes = std::fs::read(path).map_err(io)?;
         self.load_bytes(name, &bytes, sha256, settings_json, limits)
     }
 
@@ -225,6 +247,7 @@ impl PluginHost {
         settings_json: String,
         limits: Limits,
     ) -> Result<LoadedPlugin, LoadError> {
+        self.check_size(u64::try_from(bytes.len()).unwrap_or(u64::MAX))?;
         let expected = sha256.trim().to_ascii_lowercase();
         if expected.len() != 64 || !expected.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(LoadError::BadPin(sha256.to_owned()));
@@ -263,18 +286,51 @@ impl PluginHost {
             settings: settings_json,
             limits,
             epoch_tick: self.config.epoch_tick,
+            deterministic: self.config.deterministic,
+            share: self.share(),
+            call_permits: Arc::new(Semaphore::new(self.share())),
+            _ticker: Arc::clone(&self.ticker),
         };
         plugin.session().validate_settings()?;
         Ok(plugin)
     }
 
+    /// Instances of one plugin allowed at once (its share of the pool).
+    fn share(&self) -> usize {
+        let c = &self.config;
+        c.max_instances_per_plugin.clamp(1, c.max_instances.max(1)) as usize
+    }
+
+    /// The component for `bytes` (digest `sha`): held in memory, else from
+    /// the cache directory, else compiled (and written to the cache directory).
     fn compile(&self, sha: &str, bytes: &[u8]) -> Result<Component, LoadError> {
         if let Some(c) = self.compiled.lock().ok().and_then(|m| m.get(sha).cloned()) {
             return Ok(c);
         }
         let started = Instant::now();
-        let c = Component::new(&self.engine, bytes).map_err(|e| LoadError::NotAComponent(wt(e)))?;
-        tracing::debug!(sha256 = sha, elapsed = ?started.elapsed(), "compiled policy plugin");
+        let cached = self
+            .disk_cache
+            .as_ref()
+            .and_then(|cache| cache.load(&self.engine, sha));
+        let c = match cached {
+            Some(c) => {
+                self.cache_hits.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(sha256 = sha, elapsed = ?started.elapsed(), "loaded compiled policy plugin from the cache");
+                c
+            }
+            None => {
+                let c = Component::new(&self.engine, bytes)
+                    .map_err(|e| LoadError::NotAComponent(wt(e)))?;
+                self.compiled_count.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(sha256 = sha, elapsed = ?started.elapsed(), "compiled policy plugin");
+                if let Some(cache) = &self.disk_cache
+                    && let Err(error) = cache.store(sha, &c)
+                {
+                    tracing::warn!(sha256 = sha, %error, "cannot cache the compiled policy plugin");
+                }
+                c
+            }
+        };
         if let Ok(mut m) = self.compiled.lock() {
             m.insert(sha.to_owned(), c.clone());
         }
@@ -284,10 +340,15 @@ impl PluginHost {
 
 /// Lower-case hex sha256 of `bytes`.
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// Lower-case hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    Sha256::digest(bytes)
+    bytes
         .iter()
-        .fold(String::with_capacity(64), |mut s, b| {
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
             let _ = write!(s, "{b:02x}");
             s
         })
@@ -310,6 +371,12 @@ pub struct LoadedPlugin {
     pub(super) settings: String,
     pub(super) limits: Limits,
     pub(super) epoch_tick: Duration,
+    pub(super) deterministic: bool,
+    share: usize,
+    call_permits: Arc<Semaphore>,
+    /// Keeps the deadlines ticking while a call may still run, even if the
+    /// host itself is dropped meanwhile.
+    _ticker: Arc<EpochTicker>,
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -337,6 +404,18 @@ impl LoadedPlugin {
     /// The limits applied to each call.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// Calls of this plugin running now (each holds one of its share of the
+    /// instance pool, [`HostConfig::max_instances_per_plugin`]).
+    pub fn calls_in_flight(&self) -> usize {
+        self.share
+            .saturating_sub(self.call_permits.available_permits())
+    }
+
+    /// The permits for this plugin's calls (its share of the instance pool).
+    pub(super) fn call_permits(&self) -> &Arc<Semaphore> {
+        &self.call_permits
     }
 
     /// The settings document (JSON) given to every call.

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-use super::Limits;
+use super::{HostConfig, Limits};
 
 /// All registered plugins, by name.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -40,6 +40,20 @@ pub struct PluginRegistry {
     /// besides the file-system notifications (a safety net: default 10000).
     #[serde(default)]
     pub rescan_interval_ms: Option<u64>,
+    /// Where compiled plugins are kept across restarts (e.g. an `emptyDir`
+    /// mount writable by the operator only); unset = compile at every start.
+    /// Relative paths are resolved like plugin paths.
+    #[serde(default)]
+    pub cache_directory: Option<PathBuf>,
+    /// Largest plugin file accepted, in bytes; larger ones are refused before
+    /// compiling. Default 32 MiB (33554432).
+    #[serde(default)]
+    pub max_component_bytes: Option<u64>,
+    /// Most instances of one plugin running at once: its share of the
+    /// instance pool (64), so that one slow plugin cannot hold them all.
+    /// Default 16.
+    #[serde(default)]
+    pub max_instances_per_plugin: Option<u32>,
 }
 
 /// Default of [`PluginRegistry::rescan_interval_ms`].
@@ -125,10 +139,13 @@ impl PluginRegistry {
                 r.path = base_dir.join(&r.path);
             }
         }
-        if let Some(dir) = reg.directory.as_mut()
-            && dir.is_relative()
+        for dir in [reg.directory.as_mut(), reg.cache_directory.as_mut()]
+            .into_iter()
+            .flatten()
         {
-            *dir = base_dir.join(&*dir);
+            if dir.is_relative() {
+                *dir = base_dir.join(&*dir);
+            }
         }
         reg.validate()?;
         Ok(reg)
@@ -146,6 +163,22 @@ impl PluginRegistry {
                 .as_ref()
                 .is_none_or(|d| !d.as_os_str().is_empty()),
             "directory: must not be empty (leave it unset for no directory)"
+        );
+        anyhow::ensure!(
+            self.max_component_bytes != Some(0),
+            "max_component_bytes: must be positive"
+        );
+        let pool = HostConfig::default().max_instances;
+        anyhow::ensure!(
+            self.max_instances_per_plugin
+                .is_none_or(|n| (1..=pool).contains(&n)),
+            "max_instances_per_plugin: must be between 1 and the pool size ({pool})"
+        );
+        anyhow::ensure!(
+            self.cache_directory
+                .as_ref()
+                .is_none_or(|d| !d.as_os_str().is_empty()),
+            "cache_directory: must not be empty"
         );
         for (name, r) in &self.plugins {
             anyhow::ensure!(
@@ -171,6 +204,19 @@ impl PluginRegistry {
         self.rescan_interval_ms
             .map(Duration::from_millis)
             .unwrap_or(DEFAULT_RESCAN_INTERVAL)
+    }
+
+    /// The host settings: [`HostConfig::default`] with the keys set here.
+    pub fn host_config(&self) -> HostConfig {
+        let d = HostConfig::default();
+        HostConfig {
+            cache_directory: self.cache_directory.clone(),
+            max_component_bytes: self.max_component_bytes.unwrap_or(d.max_component_bytes),
+            max_instances_per_plugin: self
+                .max_instances_per_plugin
+                .unwrap_or(d.max_instances_per_plugin),
+            ..d
+        }
     }
 
     /// The limits of plugin `name`: built-in defaults, then `defaults`, then
@@ -261,6 +307,35 @@ plugins:
             reg.limits_for("labelled").timeout,
             Limits::default().timeout
         );
+    }
+
+    #[test]
+    fn host_keys_make_the_host_config() {
+        let reg = PluginRegistry::from_yaml(
+            "cache_directory: cache\nmax_component_bytes: 1048576\nmax_instances_per_plugin: 4\n",
+            Path::new("/etc/ecr"),
+        )
+        .unwrap();
+        let h = reg.host_config();
+        assert_eq!(
+            h.cache_directory.as_deref(),
+            Some(Path::new("/etc/ecr/cache"))
+        );
+        assert_eq!(h.max_component_bytes, 1 << 20);
+        assert_eq!(h.max_instances_per_plugin, 4);
+        assert_eq!(h.max_instances, HostConfig::default().max_instances);
+        assert_eq!(
+            PluginRegistry::default().host_config(),
+            HostConfig::default()
+        );
+        for (text, key) in [
+            ("max_component_bytes: 0\n", "max_component_bytes"),
+            ("max_instances_per_plugin: 0\n", "max_instances_per_plugin"),
+            ("max_instances_per_plugin: 65\n", "max_instances_per_plugin"),
+        ] {
+            let err = PluginRegistry::from_yaml(text, Path::new(".")).unwrap_err();
+            assert!(format!("{err:#}").starts_with(key), "{key}: {err:#}");
+        }
     }
 
     #[test]

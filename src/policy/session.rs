@@ -4,13 +4,14 @@
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Instance, ResourceTable};
-use wasmtime::{ResourceLimiter, Store, StoreLimitsBuilder, Trap};
-use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime::{Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 use super::bindings::{self, fanout, naming, retry, settings};
 use super::error::truncate;
 use super::host::{Exports, LoadedPlugin, StoreData, wt};
+use super::limits::InstanceLimiter;
+use super::sandbox;
 use super::{CrInfo, Failure, Hook, LoadError, NamespaceInfo, PolicyError, RetryDecision};
 
 /// Longest guest error message kept (bytes).
@@ -110,28 +111,14 @@ impl<'p> PluginSession<'p> {
     /// A fresh `Store` for `plugin` (see [`LoadedPlugin::session`]).
     pub(super) fn new(plugin: &'p LoadedPlugin) -> Self {
         let output = MemoryOutputPipe::new(plugin.limits.output_bytes);
-        let mut wasi = WasiCtxBuilder::new();
-        wasi.stdout(output.clone())
-            .stderr(output.clone())
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false);
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(plugin.limits.memory_bytes)
-            .table_elements(plugin.limits.table_elements)
-            .instances(plugin.limits.instances)
-            .tables(plugin.limits.instances)
-            .memories(plugin.limits.instances)
-            .build();
         let data = StoreData {
-            wasi: wasi.build(),
+            wasi: sandbox::wasi_ctx(&output, plugin.deterministic),
             table: ResourceTable::new(),
-            limits,
+            limits: InstanceLimiter::new(plugin.limits),
             output,
-            memory_limit_hit: false,
         };
         let mut store = Store::new(plugin.pre.engine(), data);
-        store.limiter(|d| d as &mut dyn ResourceLimiter);
+        store.limiter(|d| &mut d.limits);
         PluginSession {
             plugin,
             store,
@@ -142,6 +129,11 @@ impl<'p> PluginSession<'p> {
             logged: 0,
             budget: plugin.limits.fuel,
         }
+    }
+
+    /// The plugin this session runs.
+    pub fn plugin(&self) -> &'p LoadedPlugin {
+        self.plugin
     }
 
     /// What the last call cost.
@@ -216,7 +208,7 @@ impl<'p> PluginSession<'p> {
     /// Maps a wasmtime error from a call or instantiation to a [`CallFailure`].
     fn classify(&self, err: wasmtime::Error) -> CallFailure {
         let limits = &self.plugin.limits;
-        if self.store.data().memory_limit_hit {
+        if self.store.data().limits.hit() {
             return CallFailure::Memory(limits.memory_bytes);
         }
         match err.downcast_ref::<Trap>() {
