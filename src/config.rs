@@ -588,7 +588,10 @@ fn source_of(figment: &Figment, key: &str) -> String {
 fn resolve_plugin_paths(config: &mut OperatorConfig, figment: &Figment) {
     for (key, dir) in [
         ("policy.directory", config.policy.directory.as_mut()),
-        ("policy.cache_directory", config.policy.cache_directory.as_mut()),
+        (
+            "policy.cache_directory",
+            config.policy.cache_directory.as_mut(),
+        ),
     ] {
         if let Some(dir) = dir
             && dir.is_relative()

@@ -143,6 +143,15 @@ pub struct ScanError {
 /// # Errors
 /// [`ScanError`] when `dir` cannot be listed (missing, not a directory, no permission).
 pub fn scan(dir: &Path) -> Result<Scan, ScanError> {
+    scan_limited(dir, u64::MAX)
+}
+
+/// [`scan`], refusing (without reading it) a `NAME.wasm` larger than `max_bytes`
+/// (`policy.max_component_bytes`): it is listed in [`Scan::skipped`] with its size.
+///
+/// # Errors
+/// As [`scan`].
+pub fn scan_limited(dir: &Path, max_bytes: u64) -> Result<Scan, ScanError> {
     let entries = std::fs::read_dir(dir).map_err(|e| ScanError {
         path: dir.display().to_string(),
         reason: e.to_string(),
@@ -165,6 +174,20 @@ pub fn scan(dir: &Path) -> Result<Scan, ScanError> {
                 path,
                 "not a plugin name (1-63 lowercase letters, digits or '-', not at either end)"
                     .into(),
+            ));
+            continue;
+        }
+        // Checked before reading: a file over the limit is never read into memory.
+        if let Ok(meta) = std::fs::metadata(&path)
+            && meta.len() > max_bytes
+        {
+            out.skipped.push((
+                path,
+                format!(
+                    "component is {} bytes, over the limit of {max_bytes} bytes \
+                     (policy.max_component_bytes)",
+                    meta.len()
+                ),
             ));
             continue;
         }
@@ -386,6 +409,17 @@ mod tests {
     #[test]
     fn a_missing_directory_is_an_error_naming_it() {
         let e = scan(Path::new("/nonexistent/plugins")).unwrap_err();
+        let big = tempfile::tempdir().unwrap();
+        std::fs::write(big.path().join("big.wasm"), vec![0u8; 2048]).unwrap();
+        let limited = scan_limited(big.path(), 1024).unwrap();
+        assert!(limited.plugins.is_empty());
+        assert!(
+            limited.skipped[0]
+                .1
+                .contains("2048 bytes, over the limit of 1024"),
+            "{:?}",
+            limited.skipped
+        );
         assert!(e.to_string().contains("/nonexistent/plugins"), "{e}");
     }
 }

@@ -92,7 +92,7 @@ pub(super) fn startup(registry: &PluginRegistry, strict: bool) -> Result<Startup
     let Some(dir) = &registry.directory else {
         return Ok(out);
     };
-    let scan = match directory::scan(dir) {
+    let scan = match directory::scan_limited(dir, registry.host_config().max_component_bytes) {
         Ok(scan) => scan,
         Err(e) if strict => return Err(e.into()),
         Err(e) => {
@@ -317,7 +317,10 @@ async fn watch(
             watcher = start_watcher(&dir, tx.clone(), &mut last_error);
         }
         let d = dir.clone();
-        let scan = match tokio::task::spawn_blocking(move || directory::scan(&d)).await {
+        let max_bytes = registry.host_config().max_component_bytes;
+        let scan = match tokio::task::spawn_blocking(move || directory::scan_limited(&d, max_bytes))
+            .await
+        {
             Ok(Ok(scan)) => scan,
             Ok(Err(e)) => {
                 // Keep what serves: a directory that vanished is more likely a hiccup of

@@ -31,8 +31,8 @@
 
 mod bindings;
 mod builtin;
-pub mod directory;
 mod cache;
+pub mod directory;
 mod epoch;
 mod error;
 mod facade;
