@@ -8,7 +8,8 @@
 # not enable, and it fails to load.
 #
 # Usage: plugins/js/build.sh [--out-dir DIR] [NAME...]
-#   NAME: a source under src/ without `.js` (default: every src/*.js)
+#   NAME: a source under src/ without `.js` (default: every src/*.js), or the path of a
+#         `.js` file relative to plugins/js (e.g. testing/mapping-probe.js)
 #   DIR:  where NAME.wasm goes (default: plugins/js/dist; relative to the current directory)
 set -euo pipefail
 
@@ -31,8 +32,13 @@ fi
 if [ $# -eq 0 ]; then
   set -- src/*.js
 else
-  set -- "${@/#/src/}"
-  set -- "${@/%/.js}"
+  for arg; do
+    shift
+    case "$arg" in
+      *.js) set -- "$@" "$arg" ;;
+      *) set -- "$@" "src/$arg.js" ;;
+    esac
+  done
 fi
 
 mkdir -p "$out"
