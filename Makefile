@@ -30,6 +30,7 @@ plugins-js:
 # against the stand-ins.
 bench:
 	cargo bench --bench policy
+	cargo bench --bench policy_js
 	cargo bench --bench fanout
 	cargo bench --bench hardening
 	cargo bench --bench shared_tokens
