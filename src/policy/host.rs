@@ -88,10 +88,16 @@ fn engine_config(pool: Option<&HostConfig>) -> Config {
     if let Some(h) = pool {
         let mut p = PoolingAllocationConfig::new();
         p.total_component_instances(h.max_instances);
-        p.total_core_instances(h.max_instances.saturating_mul(8));
-        p.total_memories(h.max_instances.saturating_mul(MAX_MEMORIES_PER_MODULE));
+        p.total_core_instances(
+            h.max_instances
+                .saturating_mul(h.core_instances_per_instance),
+        );
+        p.total_memories(
+            h.max_instances
+                .saturating_mul(h.memories_per_instance.max(MAX_MEMORIES_PER_MODULE)),
+        );
         p.max_memories_per_module(MAX_MEMORIES_PER_MODULE);
-        p.total_tables(h.max_instances.saturating_mul(4));
+        p.total_tables(h.max_instances.saturating_mul(h.tables_per_instance));
         p.max_memory_size(h.max_memory_bytes);
         c.allocation_strategy(InstanceAllocationStrategy::Pooling(p));
     }

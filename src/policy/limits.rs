@@ -11,11 +11,15 @@ use wasmtime::ResourceLimiter;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Fuel (roughly, WebAssembly instructions) per call, instantiation
-    /// included. Default 10,000,000.
+    /// included. Default 10,000,000 (a JavaScript naming call uses about
+    /// 150,000, a Rust one about 7,000).
     pub fuel: u64,
     /// Extra fuel per candidate namespace for a fan-out call, so that the
-    /// budget grows with the input (lowering each candidate costs a few
-    /// thousand units). Default 10,000.
+    /// budget grows with the input. Default 100,000: a Rust plugin spends
+    /// about 2,000 units per candidate, a JavaScript one (componentize-qjs,
+    /// QuickJS) about 45,000, two thirds of it turning the candidate into JS
+    /// objects (measured with `plugins/fanout-label` and
+    /// `plugins/js/src/fanout-label.js`, one label and one annotation each).
     pub fuel_per_candidate: u64,
     /// Wall-clock deadline per call (epoch-based, resolution = the host's
     /// epoch tick). Default 100 ms.
@@ -38,7 +42,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             fuel: 10_000_000,
-            fuel_per_candidate: 10_000,
+            fuel_per_candidate: 100_000,
             timeout: Duration::from_millis(100),
             memory_bytes: 16 << 20,
             table_elements: 20_000,
@@ -66,6 +70,17 @@ pub struct HostConfig {
     /// Largest `memory_bytes` any plugin may be given (pool slot size).
     /// Default 256 MiB.
     pub max_memory_bytes: usize,
+    /// Core instances the pool holds per plugin instance: the pool has
+    /// `max_instances × core_instances_per_instance`. A plugin instance takes
+    /// one per core module it instantiates: 3 for the Rust examples, 9 for a
+    /// JavaScript (componentize-qjs 0.4.5) component. Default 16.
+    pub core_instances_per_instance: u32,
+    /// Linear memories the pool holds per plugin instance (Rust examples: 1,
+    /// JavaScript: 2). Default 4.
+    pub memories_per_instance: u32,
+    /// Tables the pool holds per plugin instance (Rust examples: 2,
+    /// JavaScript: 2). Default 8.
+    pub tables_per_instance: u32,
     /// Epoch tick: resolution of the per-call deadline. Default 5 ms.
     pub epoch_tick: Duration,
     /// Largest component file accepted, in bytes; a larger one is refused
@@ -90,6 +105,9 @@ impl Default for HostConfig {
             max_instances: 64,
             max_instances_per_plugin: 16,
             max_memory_bytes: 256 << 20,
+            core_instances_per_instance: 16,
+            memories_per_instance: 4,
+            tables_per_instance: 8,
             epoch_tick: Duration::from_millis(5),
             max_component_bytes: 32 << 20,
             cache_directory: None,
