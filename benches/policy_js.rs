@@ -13,7 +13,7 @@ mod plugins;
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
@@ -76,7 +76,7 @@ fn bench_limits() -> Limits {
     }
 }
 
-fn load(host: &PluginHost, path: &PathBuf, settings: &str) -> LoadedPlugin {
+fn load(host: &PluginHost, path: &Path, settings: &str) -> LoadedPlugin {
     host.load_file(
         "bench",
         path,
