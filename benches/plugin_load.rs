@@ -15,12 +15,16 @@
 #[path = "../tests/common/plugins.rs"]
 mod plugins;
 
+#[allow(dead_code)] // namespaces(): the other benches use it
+#[path = "common/inputs.rs"]
+mod inputs;
+use inputs::cr;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use ecr_token_refresh::policy::{
-    CrInfo, Failure, FailureKind, HostConfig, Limits, LoadedPlugin, NamespaceInfo, PluginHost,
+    Failure, FailureKind, HostConfig, Limits, LoadedPlugin, NamespaceInfo, PluginHost,
 };
 
 struct Case {
@@ -28,18 +32,6 @@ struct Case {
     path: PathBuf,
     hook: String,
     settings: String,
-}
-
-fn cr() -> CrInfo {
-    CrInfo {
-        name: "ecr-credentials".into(),
-        namespace: "apps".into(),
-        labels: BTreeMap::from([("team".into(), "platform".into())]),
-        registry: "123456789012.dkr.ecr.us-east-1.amazonaws.com".into(),
-        account_id: "123456789012".into(),
-        region: "us-east-1".into(),
-        ..Default::default()
-    }
 }
 
 fn candidates() -> Vec<NamespaceInfo> {

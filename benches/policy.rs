@@ -7,6 +7,9 @@
 #[path = "../tests/common/plugins.rs"]
 mod plugins;
 
+#[path = "common/inputs.rs"]
+mod inputs;
+use inputs::{cr, namespaces};
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::sync::Arc;
@@ -14,38 +17,10 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use ecr_token_refresh::policy::{
-    AllowedNamespaces, BuiltinFanout, BuiltinNaming, BuiltinRetry, CrInfo, Failure, FailureKind,
-    FanoutPolicy, HostConfig, Limits, LimitsOverride, LoadedPlugin, NamespaceInfo, NamingPolicy,
-    PluginHost, PluginRegistration, PluginRegistry, Policies, PolicySelection, RetryPolicy,
+    AllowedNamespaces, BuiltinFanout, BuiltinNaming, BuiltinRetry, Failure, FailureKind,
+    FanoutPolicy, HostConfig, Limits, LimitsOverride, LoadedPlugin, NamingPolicy, PluginHost,
+    PluginRegistration, PluginRegistry, Policies, PolicySelection, RetryPolicy,
 };
-
-fn cr() -> CrInfo {
-    CrInfo {
-        name: "ecr-credentials".into(),
-        namespace: "apps".into(),
-        labels: BTreeMap::from([("team".into(), "platform".into())]),
-        registry: "123456789012.dkr.ecr.us-east-1.amazonaws.com".into(),
-        account_id: "123456789012".into(),
-        region: "us-east-1".into(),
-        ..Default::default()
-    }
-}
-
-fn namespaces(n: usize) -> Vec<NamespaceInfo> {
-    (0..n)
-        .map(|i| NamespaceInfo {
-            name: format!("ns-{i:05}"),
-            labels: BTreeMap::from([
-                (
-                    "ecr-pull".into(),
-                    if i % 2 == 0 { "enabled" } else { "disabled" }.into(),
-                ),
-                ("kubernetes.io/metadata.name".into(), format!("ns-{i:05}")),
-            ]),
-            annotations: BTreeMap::new(),
-        })
-        .collect()
-}
 
 fn load(host: &PluginHost, crate_name: &str, settings: &str, limits: Limits) -> LoadedPlugin {
     let path = plugins::wasm(crate_name);

@@ -11,43 +11,17 @@ mod js_plugins;
 #[path = "../tests/common/plugins.rs"]
 mod plugins;
 
-use std::collections::BTreeMap;
+#[path = "common/inputs.rs"]
+mod inputs;
+use inputs::{cr, namespaces};
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use ecr_token_refresh::policy::{
-    CrInfo, Failure, FailureKind, HostConfig, Limits, LoadedPlugin, NamespaceInfo, PluginHost,
+    Failure, FailureKind, HostConfig, Limits, LoadedPlugin, PluginHost,
 };
-
-fn cr() -> CrInfo {
-    CrInfo {
-        name: "ecr-credentials".into(),
-        namespace: "apps".into(),
-        labels: BTreeMap::from([("team".into(), "platform".into())]),
-        registry: "123456789012.dkr.ecr.us-east-1.amazonaws.com".into(),
-        account_id: "123456789012".into(),
-        region: "us-east-1".into(),
-        ..Default::default()
-    }
-}
-
-fn namespaces(n: usize) -> Vec<NamespaceInfo> {
-    (0..n)
-        .map(|i| NamespaceInfo {
-            name: format!("ns-{i:05}"),
-            labels: BTreeMap::from([
-                (
-                    "ecr-pull".into(),
-                    if i % 2 == 0 { "enabled" } else { "disabled" }.into(),
-                ),
-                ("kubernetes.io/metadata.name".into(), format!("ns-{i:05}")),
-            ]),
-            annotations: BTreeMap::new(),
-        })
-        .collect()
-}
 
 /// (label, path, settings) of each example, JS and Rust.
 fn examples() -> Vec<(String, PathBuf, &'static str)> {
