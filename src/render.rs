@@ -21,6 +21,7 @@ use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use kube::ResourceExt;
 use kube::core::PartialObjectMeta;
 use secrecy::SecretString;
+use serde::Deserialize as _;
 
 use crate::api::ECRTokenRefresh;
 use crate::config::OperatorConfig;
@@ -103,8 +104,6 @@ fn documents(text: &str) -> Vec<Result<serde_yaml::Value, String>> {
     }
     out
 }
-
-use serde::Deserialize as _;
 
 /// The `ECRTokenRefresh` resources in `text` (from `file`); other kinds are skipped.
 /// Resources without a namespace get `namespace`.
