@@ -10,7 +10,8 @@
 //! operator's RSS by phase (ready, after the fan-out, idle) and peak (VmHWM).
 //!
 //! Run: `cargo bench --bench fanout` (needs the `.venv` with moto and the wasm32-wasip2
-//! target, as the tests do). `FANOUT_SIZES=100,1000` picks sizes.
+//! target, as the tests do). `FANOUT_SIZES=100,1000` picks sizes; `FANOUT_OPERATOR=path`
+//! runs another build of the operator (e.g. an earlier commit's) under the same harness.
 
 #[allow(dead_code)]
 #[path = "../tests/common/moto.rs"]
@@ -105,6 +106,18 @@ async fn raw_writer(
     started.elapsed()
 }
 
+/// One line of the operator's memory at `phase` on stderr: RSS split into anonymous
+/// memory (heap, stacks) and file pages (the mapped binary), so a regression shows where.
+fn log_memory(pid: u32, n: usize, phase: &str) {
+    let mib = |field| rss_kib(pid, field) as f64 / 1024.0;
+    eprintln!(
+        "memory: {n} namespaces, {phase}: RSS {:.1} MiB = anonymous {:.1} + file {:.1}",
+        mib("VmRSS:"),
+        mib("RssAnon:"),
+        mib("RssFile:")
+    );
+}
+
 async fn wait(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !f() {
@@ -163,7 +176,9 @@ async fn run_case(moto: &moto::Moto, n: usize, concurrency: usize) -> Row {
     std::fs::write(dir.path().join("operator.yaml"), config).unwrap();
     api.faults().set_latency(Duration::from_millis(1));
 
-    let mut child: Child = Command::new(env!("CARGO_BIN_EXE_ecr-token-refresh"))
+    let operator = std::env::var_os("FANOUT_OPERATOR")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_ecr-token-refresh").into());
+    let mut child: Child = Command::new(operator)
         .args(["run", "--config"])
         .arg(dir.path().join("operator.yaml"))
         .env("KUBECONFIG", dir.path().join("kubeconfig"))
@@ -187,6 +202,7 @@ async fn run_case(moto: &moto::Moto, n: usize, concurrency: usize) -> Row {
     .await;
 
     let ready_rss_kib = rss_kib(child.id(), "VmRSS:");
+    log_memory(child.id(), n, "ready");
     let started = Instant::now();
     api.create(
         CRS,
@@ -196,15 +212,13 @@ async fn run_case(moto: &moto::Moto, n: usize, concurrency: usize) -> Row {
                         "region": "us-east-1", "policy": {"fanout": "labelled"}}}),
     )
     .unwrap();
-    let count = || {
-        api.list(SECRETS, None)
-            .iter()
-            .filter(|s| s["metadata"]["name"] == "pull")
-            .count()
-    };
+    // Counted in place (a list would clone every Secret under the store's lock, each poll,
+    // and slow the very server being measured).
+    let count = || api.count(SECRETS, None, |s| s["metadata"]["name"] == "pull");
     wait("every Secret", Duration::from_secs(600), || count() >= n).await;
     let to_all_written = started.elapsed();
     let fanned_out_rss_kib = rss_kib(child.id(), "VmRSS:");
+    log_memory(child.id(), n, "fanned out");
     assert_eq!(count(), n, "only the labelled namespaces");
     wait("status", Duration::from_secs(60), || {
         api.get(CRS, Some("platform"), "pull").unwrap()["status"]["servedNamespaces"] == n
@@ -232,6 +246,7 @@ async fn run_case(moto: &moto::Moto, n: usize, concurrency: usize) -> Row {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let counts = api.counters();
     let idle_rss_kib = rss_kib(child.id(), "VmRSS:");
+    log_memory(child.id(), n, "idle");
     let reconciles = scrape_sum(metrics_port, "ecr_token_refresh_reconciles_total").await;
     let ecr_calls = scrape_sum(metrics_port, "ecr_token_refresh_ecr_requests_total").await;
     let peak_rss_kib = rss_kib(child.id(), "VmHWM:");
@@ -276,7 +291,9 @@ async fn main() {
     let moto = moto::Moto::start();
     let mut rows = Vec::new();
     for &n in &sizes {
-        for concurrency in [16, 1] {
+        // FANOUT_SERIAL=0 skips the serial runs (quicker while iterating; no "vs serial").
+        let serial = std::env::var("FANOUT_SERIAL").map_or(true, |v| v != "0");
+        for &concurrency in if serial { &[16, 1][..] } else { &[16][..] } {
             let row = run_case(&moto, n, concurrency).await;
             eprintln!(
                 "done: {n} namespaces, concurrency {concurrency}: {:?}",

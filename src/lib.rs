@@ -10,6 +10,7 @@ pub mod config;
 pub mod controller;
 pub mod crd;
 pub mod ecr;
+pub mod heap;
 pub mod leader;
 pub mod metrics;
 pub mod once;

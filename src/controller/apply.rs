@@ -125,7 +125,7 @@ type Built = (&'static str, http::Request<Vec<u8>>, Option<String>);
 const MAX_THROTTLED_RETRIES: u32 = 5;
 
 /// What an answer says about the server's load (see [`super::throttle`]).
-fn throttle_signal(result: &Result<PartialObjectMeta<Secret>, kube::Error>) -> Signal {
+fn throttle_signal<T>(result: &Result<T, kube::Error>) -> Signal {
     match result {
         Err(kube::Error::Api(s)) if s.code == 429 => Signal::Throttled {
             retry_after: std::time::Duration::from_secs(u64::from(
@@ -144,6 +144,35 @@ fn throttle_signal(result: &Result<PartialObjectMeta<Secret>, kube::Error>) -> S
 
 fn secrets_path(namespace: &str) -> String {
     Secret::url_path(&(), Some(namespace))
+}
+
+/// Runs `start(item)` for every item, at most `limit` at once, each started as soon as one
+/// finishes (pipelined: no batch waits for its slowest member); returns the outputs in the
+/// order they finished.
+///
+/// Only the running futures exist at any time: a fan-out to N namespaces holds `limit`
+/// write futures (a few KiB each), never N of them.
+async fn pipelined<I, F, Fut>(items: I, limit: usize, mut start: F) -> Vec<Fut::Output>
+where
+    I: IntoIterator,
+    F: FnMut(I::Item) -> Fut,
+    Fut: Future,
+{
+    let mut items = items.into_iter();
+    let mut running = futures::stream::FuturesUnordered::new();
+    let mut out = Vec::with_capacity(items.size_hint().0);
+    loop {
+        while running.len() < limit.max(1) {
+            match items.next() {
+                Some(item) => running.push(start(item)),
+                None => break,
+            }
+        }
+        match running.next().await {
+            Some(done) => out.push(done),
+            None => return out,
+        }
+    }
 }
 
 /// Writes and deletes Secrets for one resource.
@@ -209,16 +238,13 @@ impl SecretWriter<'_> {
         chosen: impl Fn(&SecretOp) -> bool,
     ) -> Result<Vec<Option<OpResult>>, Error> {
         let concurrency = self.ctx.settings.write_concurrency.max(1);
-        let writes: Vec<_> = ops
-            .iter()
-            .enumerate()
-            .filter(|(_, op)| chosen(op))
-            .map(|(i, op)| self.one(op, render).map(move |r| (i, r)))
-            .collect();
-        let done: Vec<(usize, Result<OpResult, Error>)> = futures::stream::iter(writes)
-            .buffer_unordered(concurrency)
-            .collect()
-            .await;
+        // Indices, not borrowing iterator adapters: what is held across the awaits stays
+        // plainly `Send` (closures over references trip the compiler's inference there).
+        let picked: Vec<usize> = (0..ops.len()).filter(|&i| chosen(&ops[i])).collect();
+        let done = pipelined(picked, concurrency, |i| {
+            self.one(&ops[i], render).map(move |r| (i, r))
+        })
+        .await;
         let mut results: Vec<Option<OpResult>> = vec![None; ops.len()];
         for (i, r) in done {
             results[i] = Some(r?);
@@ -421,7 +447,9 @@ fn done() -> OpResult {
 /// Applies ServiceAccount changes: a merge patch of the whole (atomic) `imagePullSecrets`
 /// list and the annotation recording what the operator added, preconditioned on the
 /// resourceVersion the change was computed from (a 409 means someone changed the
-/// ServiceAccount meanwhile: computed again next time). Returns the failures.
+/// ServiceAccount meanwhile: computed again next time). Pipelined like Secret writes (at
+/// most `controller.write_concurrency` at once, inside the operator-wide write window).
+/// Returns the failures as (namespace, message), ordered by namespace.
 ///
 /// # Errors
 /// [`Error::Fenced`] once the fence closes.
@@ -429,56 +457,72 @@ pub(super) async fn pull_secrets(
     ctx: &Context,
     ops: &[PullSecretsOp],
 ) -> Result<Vec<(String, String)>, Error> {
+    let concurrency = ctx.settings.write_concurrency.max(1);
+    let done = pipelined(0..ops.len(), concurrency, |i| {
+        pull_secrets_one(ctx, &ops[i])
+    })
+    .await;
     let mut failures = Vec::new();
-    for op in ops {
-        let api: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), &op.namespace);
-        let annotation = if op.added.is_empty() {
-            serde_json::Value::Null
-        } else {
-            json!(serde_json::to_string(&op.added).unwrap_or_default())
-        };
-        let list: Vec<serde_json::Value> =
-            op.pull_secrets.iter().map(|n| json!({"name": n})).collect();
-        let patch = json!({
-            "metadata": {
-                "resourceVersion": op.resource_version,
-                "annotations": {PULL_SECRETS_ANNOTATION: annotation},
-            },
-            "imagePullSecrets": list,
-        });
-        let pp = PatchParams {
-            field_manager: Some(FIELD_MANAGER.to_string()),
-            ..Default::default()
-        };
-        let result = k8s_write(
-            ctx,
-            "ServiceAccount",
-            &op.namespace,
-            &op.service_account,
-            "patch",
-            api.patch(&op.service_account, &pp, &Patch::Merge(&patch)),
-        )
-        .await?;
-        match result {
-            Ok(_) => {
-                tracing::info!(namespace = %op.namespace, service_account = %op.service_account, "imagePullSecrets updated")
-            }
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(error) => {
-                tracing::warn!(namespace = %op.namespace, service_account = %op.service_account, error = %describe(&error), "cannot update imagePullSecrets");
-                failures.push((
-                    op.namespace.clone(),
-                    format!(
-                        "cannot update the imagePullSecrets of ServiceAccount {}/{}: {}",
-                        op.namespace,
-                        op.service_account,
-                        describe(&error)
-                    ),
-                ));
-            }
-        }
+    for r in done {
+        failures.extend(r?);
     }
+    failures.sort();
     Ok(failures)
+}
+
+/// One ServiceAccount patch of [`pull_secrets`]: `Some((namespace, message))` when it failed.
+async fn pull_secrets_one(
+    ctx: &Context,
+    op: &PullSecretsOp,
+) -> Result<Option<(String, String)>, Error> {
+    let api: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), &op.namespace);
+    let annotation = if op.added.is_empty() {
+        serde_json::Value::Null
+    } else {
+        json!(serde_json::to_string(&op.added).unwrap_or_default())
+    };
+    let list: Vec<serde_json::Value> = op.pull_secrets.iter().map(|n| json!({"name": n})).collect();
+    let patch = json!({
+        "metadata": {
+            "resourceVersion": op.resource_version,
+            "annotations": {PULL_SECRETS_ANNOTATION: annotation},
+        },
+        "imagePullSecrets": list,
+    });
+    let pp = PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..Default::default()
+    };
+    let permit = ctx.writes.acquire().await;
+    let result = k8s_write(
+        ctx,
+        "ServiceAccount",
+        &op.namespace,
+        &op.service_account,
+        "patch",
+        api.patch(&op.service_account, &pp, &Patch::Merge(&patch)),
+    )
+    .await?;
+    permit.finish(throttle_signal(&result));
+    Ok(match result {
+        Ok(_) => {
+            tracing::info!(namespace = %op.namespace, service_account = %op.service_account, "imagePullSecrets updated");
+            None
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 => None,
+        Err(error) => {
+            tracing::warn!(namespace = %op.namespace, service_account = %op.service_account, error = %describe(&error), "cannot update imagePullSecrets");
+            Some((
+                op.namespace.clone(),
+                format!(
+                    "cannot update the imagePullSecrets of ServiceAccount {}/{}: {}",
+                    op.namespace,
+                    op.service_account,
+                    describe(&error)
+                ),
+            ))
+        }
+    })
 }
 
 /// The record, on a ServiceAccount, of the `imagePullSecrets` entries the operator added:
@@ -587,5 +631,42 @@ pub(super) async fn event(
     .await;
     if let Ok(Err(error)) = published {
         tracing::warn!(error = %describe(&error), reason, "cannot publish event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pipelined;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// At most `limit` futures exist at once, a new one starts as soon as one ends (not
+    /// after a whole batch), and every item gets its output.
+    #[tokio::test]
+    async fn pipelined_keeps_limit_running_and_starts_one_as_each_ends() {
+        let (alive, most) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let started = std::sync::Mutex::new(Vec::new());
+        let out = pipelined(0..100usize, 4, |i| {
+            let now = alive.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(now, Ordering::SeqCst);
+            started.lock().unwrap().push(i);
+            let alive = &alive;
+            async move {
+                // Item 0 is slow: a batching writer would hold items 4.. until it ends.
+                let yields = if i == 0 { 50 } else { 1 };
+                for _ in 0..yields {
+                    tokio::task::yield_now().await;
+                }
+                alive.fetch_sub(1, Ordering::SeqCst);
+                i
+            }
+        })
+        .await;
+        let mut sorted = out.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..100).collect::<Vec<_>>());
+        assert_eq!(most.load(Ordering::SeqCst), 4);
+        // Everything else finished while item 0 was still running.
+        assert_eq!(out.last(), Some(&0));
+        assert_eq!(started.lock().unwrap().len(), 100);
     }
 }

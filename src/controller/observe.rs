@@ -261,8 +261,9 @@ fn stale(ctx: &Context, cr: &ECRTokenRefresh, owner: &Owner, targets: &[Target])
                 })
                 .collect();
             // Written moments ago, not in the cache yet.
+            let cached: BTreeSet<SecretTarget> = out.iter().map(|s| s.target.clone()).collect();
             for (target, meta) in ctx.memory.recent_writes(&owner.uid) {
-                if !wanted.contains(&target) && !out.iter().any(|s| s.target == target) {
+                if !wanted.contains(&target) && !cached.contains(&target) {
                     out.push(Stale { target, meta });
                 }
             }

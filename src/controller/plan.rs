@@ -443,8 +443,17 @@ pub fn pull_secret_ops(
     for sa in views {
         let mut list = sa.pull_secrets.clone();
         let mut added = sa.added.clone();
+        // The served Secrets of this ServiceAccount's namespace: a range of the ordered set
+        // (namespace first), so each ServiceAccount costs O(log N), not a scan of them all.
+        let first = SecretTarget {
+            namespace: sa.namespace.clone(),
+            name: String::new(),
+        };
+        let in_namespace = served
+            .range(&first..)
+            .take_while(|t| t.namespace == sa.namespace);
         if named.contains(sa.name.as_str()) {
-            for t in served.iter().filter(|t| t.namespace == sa.namespace) {
+            for t in in_namespace {
                 if !list.contains(&t.name) {
                     list.push(t.name.clone());
                     added.insert(t.name.clone(), uid.clone());
@@ -453,9 +462,10 @@ pub fn pull_secret_ops(
         }
         let keep = |name: &str| {
             named.contains(sa.name.as_str())
-                && served
-                    .iter()
-                    .any(|t| t.namespace == sa.namespace && t.name == name)
+                && served.contains(&SecretTarget {
+                    namespace: sa.namespace.clone(),
+                    name: name.to_string(),
+                })
         };
         let ours_gone: Vec<String> = added
             .iter()

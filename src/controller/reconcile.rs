@@ -27,6 +27,9 @@ use crate::secret_format::{Layout, Part};
 tokio::task_local! {
     /// What the current reconcile did, for the `reconciles` metric (set by [`outcome`]).
     static OUTCOME: Cell<&'static str>;
+    /// How many Secret targets the current reconcile gathered (a large one gives its freed
+    /// memory back when it ends, see [`crate::heap`]).
+    static TARGETS: Cell<usize>;
 }
 
 /// Records what this reconcile did: on the `reconcile` span and for the metrics.
@@ -42,14 +45,22 @@ fn outcome(what: &'static str) {
 pub(super) async fn observed(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let metrics = Arc::clone(&ctx.metrics);
-    let (result, what) = OUTCOME
+    let (result, what, targets) = OUTCOME
         .scope(Cell::new("error"), async move {
-            let result = reconcile(cr, ctx).await;
-            (result, OUTCOME.with(Cell::get))
+            TARGETS
+                .scope(Cell::new(0), async move {
+                    let result = reconcile(cr, ctx).await;
+                    (result, OUTCOME.with(Cell::get), TARGETS.with(Cell::get))
+                })
+                .await
         })
         .await;
     let what = if result.is_err() { "error" } else { what };
     metrics.reconcile_done(what, started.elapsed());
+    // Everything the reconcile built (targets, plan, requests) is dropped by now.
+    if targets >= crate::heap::LARGE_RECONCILE_TARGETS {
+        crate::heap::release_free_memory();
+    }
     result
 }
 
@@ -169,6 +180,7 @@ pub async fn reconcile(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Result<Ac
         }
     }
     let input = observe::input(&ctx, &cr, &r.owner, &spec, layout, expanded, now).await?;
+    let _ = TARGETS.try_with(|t| t.set(input.targets.len() + input.stale.len()));
     if plan::needs_finalizer(&input) && !cleanup::has_finalizer(&cr) {
         // Copies outside the resource's namespace and ServiceAccount entries cannot be
         // owned by it: the finalizer lets the operator remove them when it is deleted.
@@ -541,6 +553,8 @@ impl Reconciler<'_> {
     /// Records the Secrets found intact without a record yet, so that a later change by
     /// someone else (a moved resourceVersion) is noticed.
     fn remember_verified(&self, input: &Input, plan: &plan::Plan) {
+        let planned: std::collections::HashSet<&SecretTarget> =
+            plan.ops.iter().map(|op| op.target()).collect();
         for t in &input.targets {
             let Found::Ours {
                 meta,
@@ -549,7 +563,7 @@ impl Reconciler<'_> {
             else {
                 continue;
             };
-            if !meta.metadata_intact || plan.ops.iter().any(|op| op.target() == &t.target) {
+            if !meta.metadata_intact || planned.contains(&t.target) {
                 continue;
             }
             let recalled = self.ctx.memory.recall(&t.target, &self.owner.uid, meta);

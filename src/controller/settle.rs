@@ -121,8 +121,10 @@ pub fn settle(
         .zip(results)
         .map(|(op, r)| (op.target(), (op, r)))
         .collect();
+    let held: BTreeMap<&SecretTarget, &Held> = plan.held.iter().map(|(t, why)| (t, why)).collect();
     for t in &input.targets {
-        if let Some((target, why)) = plan.held.iter().find(|(h, _)| h == &t.target) {
+        if let Some(&why) = held.get(&t.target) {
+            let target = &t.target;
             let (reason, message) = match why {
                 Held::Conflict => {
                     conflicted = true;

@@ -287,6 +287,8 @@ async fn load_and_install(
     let loaded = tokio::task::spawn_blocking(move || run(&h, &r, &job))
         .await
         .unwrap_or_else(|e| Err(LoadError::Instantiate(format!("the load task failed: {e}"))));
+    // Compiling (Cranelift) freed several MiB on the blocking thread's arena: give it back.
+    crate::heap::release_free_memory();
     policies.install(&name, &source, &sha, loaded);
 }
 

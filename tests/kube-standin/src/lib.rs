@@ -197,6 +197,20 @@ impl StandIn {
         self.list_selected(gvr, namespace, "")
     }
 
+    /// How many objects of a type (`namespace = None`: all namespaces) satisfy `pred`,
+    /// counted in place: nothing is cloned, so a test can poll it often at any size.
+    pub fn count(
+        &self,
+        gvr: &str,
+        namespace: Option<&str>,
+        pred: impl Fn(&Value) -> bool,
+    ) -> usize {
+        let Ok(rt) = self.resolve(gvr) else {
+            return 0;
+        };
+        self.with_store(|s| s.count(&rt, namespace, pred))
+    }
+
     /// Like [`StandIn::list`] with a label selector (`app=web,!old`).
     pub fn list_selected(
         &self,

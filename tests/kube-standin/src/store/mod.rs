@@ -230,6 +230,21 @@ impl Store {
             .collect()
     }
 
+    /// How many objects of a type (in `ns`, or all namespaces) satisfy `pred`.
+    pub(crate) fn count(
+        &self,
+        rt: &ResourceType,
+        ns: Option<&str>,
+        pred: impl Fn(&Value) -> bool,
+    ) -> usize {
+        self.objects.get(&rt.gvr()).map_or(0, |objs| {
+            objs.iter()
+                .filter(|((ons, _), _)| ns.is_none() || !rt.namespaced || ons.as_deref() == ns)
+                .filter(|(_, o)| pred(o))
+                .count()
+        })
+    }
+
     /// Log entries with rv greater than `cursor`, or `Err(oldest available rv)`
     /// when some of them were already compacted away.
     pub(crate) fn events_since(&self, cursor: u64) -> Result<Vec<Arc<LogEntry>>, u64> {
