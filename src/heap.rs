@@ -10,9 +10,8 @@
 /// Below this, what a reconcile frees is small and reused by the next one.
 pub const LARGE_RECONCILE_TARGETS: usize = 256;
 
-/// Returns the free pages of every malloc arena to the operating system. Costs a walk of
-/// the heap (about a millisecond per few tens of MiB): call it after rare, large work, not
-/// per request.
+/// Returns the free pages of every malloc arena to the operating system. It walks every
+/// arena under its lock: call it after rare, large work, not per request.
 pub fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only reads and updates the allocator's own state under its
