@@ -150,29 +150,19 @@ fn secrets_path(namespace: &str) -> String {
 /// finishes (pipelined: no batch waits for its slowest member); returns the outputs in the
 /// order they finished.
 ///
-/// Only the running futures exist at any time: a fan-out to N namespaces holds `limit`
-/// write futures (a few KiB each), never N of them.
-async fn pipelined<I, F, Fut>(items: I, limit: usize, mut start: F) -> Vec<Fut::Output>
+/// `buffer_unordered` over a lazy stream: a future is made only when a place is free, so a
+/// fan-out to N namespaces holds `limit` write futures (a few KiB each), never N of them.
+async fn pipelined<I, F, Fut>(items: I, limit: usize, start: F) -> Vec<Fut::Output>
 where
     I: IntoIterator,
     F: FnMut(I::Item) -> Fut,
     Fut: Future,
 {
-    let mut items = items.into_iter();
-    let mut running = futures::stream::FuturesUnordered::new();
-    let mut out = Vec::with_capacity(items.size_hint().0);
-    loop {
-        while running.len() < limit.max(1) {
-            match items.next() {
-                Some(item) => running.push(start(item)),
-                None => break,
-            }
-        }
-        match running.next().await {
-            Some(done) => out.push(done),
-            None => return out,
-        }
-    }
+    futures::stream::iter(items)
+        .map(start)
+        .buffer_unordered(limit.max(1))
+        .collect()
+        .await
 }
 
 /// Writes and deletes Secrets for one resource.
