@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::Client;
 use kube::api::{Api, ListParams};
 use kube::core::PartialObjectMeta;
@@ -48,7 +48,7 @@ use crate::ecr::{TokenCache, TokenSource};
 use crate::metrics::Metrics;
 use crate::policy::Policies;
 use crate::registry_check::{RegistryChecker, VerifySettings};
-use crate::secret::MANAGED_SELECTOR;
+use crate::secret::{MANAGED_SELECTOR, SecretFacts};
 use crate::server::Health;
 
 pub use apply::added_pull_secrets;
@@ -397,14 +397,16 @@ pub async fn run_with(
 
     // Managed Secrets: a metadata-only watch of labelled Secrets (of every format) feeds
     // the cache reconciles read and the trigger that repairs a deleted or edited Secret.
-    let (secret_store, secret_writer) = reflector::store::<PartialObjectMeta<Secret>>();
-    let secret_events = watches::scoped(
-        &client,
-        &namespaces,
-        &secret_watch_config(),
-        caches::strip_secret,
+    let (secret_store, secret_writer) = reflector::store::<SecretFacts>();
+    let secret_events = caches::cache_secrets(
+        watches::scoped(
+            &client,
+            &namespaces,
+            &secret_watch_config(),
+            caches::strip_secret,
+        ),
+        secret_writer,
     )
-    .reflect(secret_writer)
     .flat_map(triggers::secret_changes(
         secret_store.clone(),
         Arc::clone(&memory),
@@ -517,14 +519,16 @@ async fn check_crd(client: &Client, namespaces: &[String]) -> Result<(), StartEr
 /// Wait for [`Caches::ready`] before reconciling.
 pub fn pass_caches(client: &Client, settings: &Settings) -> (Caches, AbortOnDrop) {
     let namespaces = &settings.namespaces;
-    let (secret_store, secret_writer) = reflector::store::<PartialObjectMeta<Secret>>();
-    let secrets = watches::scoped(
-        client,
-        namespaces,
-        &secret_watch_config(),
-        caches::strip_secret,
-    )
-    .reflect(secret_writer);
+    let (secret_store, secret_writer) = reflector::store::<SecretFacts>();
+    let secrets = caches::cache_secrets(
+        watches::scoped(
+            client,
+            namespaces,
+            &secret_watch_config(),
+            caches::strip_secret,
+        ),
+        secret_writer,
+    );
     let secrets = log_errors(secrets, "secrets").map(|_| ());
     let (sa_store, sa_writer) = reflector::store();
     let sas = watches::scoped(

@@ -195,7 +195,7 @@ async fn find(ctx: &Context, owner: &Owner, target: &SecretTarget) -> Result<Fou
         Some(caches) => caches
             .secrets
             .get(&ObjectRef::new(&target.name).within(&target.namespace))
-            .map(|s| SecretMeta::read(&s.metadata, owner)),
+            .map(|s| s.relative_to(owner)),
         None => {
             let api: Api<PartialObjectMeta<Secret>> =
                 Api::namespaced(ctx.client.clone(), &target.namespace);
@@ -243,11 +243,8 @@ fn stale(ctx: &Context, cr: &ECRTokenRefresh, owner: &Owner, targets: &[Target])
                 .state()
                 .iter()
                 .filter_map(|s| {
-                    let meta = SecretMeta::read(&s.metadata, owner);
-                    let target = SecretTarget {
-                        namespace: s.namespace().unwrap_or_default(),
-                        name: s.name_any(),
-                    };
+                    let meta = s.relative_to(owner);
+                    let target = s.target();
                     let home = target.namespace == owner.namespace;
                     // Elsewhere, a Secret merely labelled with this resource's uid is not
                     // taken for a copy of it: the operator wrote or verified it, or it holds

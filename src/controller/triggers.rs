@@ -23,7 +23,9 @@ use kube::runtime::watcher::{self, Event};
 use super::Memory;
 use super::apply::added_pull_secrets;
 use crate::api::ECRTokenRefresh;
-use crate::secret::{OWNER_NAME_ANNOTATION, OWNER_NAMESPACE_LABEL, OWNER_UID_LABEL, SecretTarget};
+use crate::secret::{
+    OWNER_NAME_ANNOTATION, OWNER_NAMESPACE_LABEL, OWNER_UID_LABEL, SecretFacts, SecretTarget,
+};
 
 /// The predicate of the resource watch: a hash of what a user changes (generation,
 /// labels, annotations, deletion), so status writes pass unnoticed.
@@ -97,7 +99,7 @@ pub type ChangedSecrets =
 /// (after a 410 Gone or a reconnection), every Secret the operator wrote that the new list
 /// no longer has — deleted while the watch was down, which no event reports.
 pub fn secret_changes(
-    store: Store<SecretMeta>,
+    store: Store<SecretFacts>,
     memory: Arc<Memory>,
 ) -> impl FnMut(SecretEvent) -> ChangedSecrets + Send + 'static {
     move |event| {
