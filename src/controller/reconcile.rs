@@ -181,16 +181,24 @@ pub async fn reconcile(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Result<Ac
     }
     let input = observe::input(&ctx, &cr, &r.owner, &spec, layout, expanded, now).await?;
     let _ = TARGETS.try_with(|t| t.set(input.targets.len() + input.stale.len()));
-    if plan::needs_finalizer(&input) && !cleanup::has_finalizer(&cr) {
-        // Copies outside the resource's namespace and ServiceAccount entries cannot be
-        // owned by it: the finalizer lets the operator remove them when it is deleted.
-        cleanup::add_finalizer(&ctx, &cr).await?;
-    }
+    // Copies outside the resource's namespace and ServiceAccount entries cannot be owned
+    // by it: the finalizer lets the operator remove them when it is deleted. It is added
+    // before anything is written, while the token is fetched.
+    let finalizer = async {
+        if plan::needs_finalizer(&input) && !cleanup::has_finalizer(&cr) {
+            cleanup::add_finalizer(&ctx, &cr).await
+        } else {
+            Ok(())
+        }
+    };
     if input.targets.is_empty() {
+        finalizer.await?;
         return r.no_namespace(&input).await;
     }
 
-    let token = r.token(&spec, &input, &selection, &info).await?;
+    let (finalized, token) = tokio::join!(finalizer, r.token(&spec, &input, &selection, &info));
+    finalized?;
+    let token = token?;
     let plan = plan::plan(&input, &token);
     let writer = SecretWriter {
         ctx: &ctx,
