@@ -19,12 +19,12 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use kube::ResourceExt;
-use kube::core::PartialObjectMeta;
 use secrecy::SecretString;
 use serde::Deserialize as _;
 
 use crate::api::ECRTokenRefresh;
 use crate::config::OperatorConfig;
+use crate::controller::caches::CachedNamespace;
 use crate::controller::plan::{self, ServiceAccountView};
 use crate::controller::{self, targets};
 use crate::ecr::{AuthorizationToken, Credentials, HeldToken, TokenKey, TokenRequest};
@@ -68,7 +68,7 @@ pub struct Sourced {
 #[derive(Debug, Clone, Default)]
 pub struct ClusterState {
     /// Namespaces (metadata only, as the controller's cache holds them).
-    pub namespaces: Vec<Arc<PartialObjectMeta<Namespace>>>,
+    pub namespaces: Vec<Arc<CachedNamespace>>,
     /// ServiceAccounts.
     pub service_accounts: Vec<ServiceAccount>,
 }
@@ -167,10 +167,9 @@ impl ClusterState {
                 Some("Namespace") => {
                     let ns: Namespace = serde_yaml::from_value(value)
                         .map_err(|e| format!("document {}: Namespace: {e}", i + 1))?;
-                    state.namespaces.push(Arc::new(PartialObjectMeta {
-                        metadata: ns.metadata,
-                        ..Default::default()
-                    }));
+                    state
+                        .namespaces
+                        .push(Arc::new(CachedNamespace::from_meta(&ns.metadata)));
                 }
                 Some("ServiceAccount") => {
                     let sa: ServiceAccount = serde_yaml::from_value(value)

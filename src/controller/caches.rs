@@ -32,9 +32,9 @@ pub struct Caches {
     /// What the metadata of each Secret with the managed-by label and the image-pull type
     /// says ([`cache_secrets`]).
     pub secrets: Store<SecretFacts>,
-    /// Namespace metadata (the fan-out candidates). `None` for an operator watching one
+    /// The Namespaces (the fan-out candidates). `None` for an operator watching one
     /// namespace: it cannot fan out.
-    pub namespaces: Option<Store<PartialObjectMeta<Namespace>>>,
+    pub namespaces: Option<Store<CachedNamespace>>,
     /// ServiceAccounts, cut down to their names, `imagePullSecrets` and our annotation.
     pub service_accounts: Store<ServiceAccount>,
     ready: tokio::sync::watch::Receiver<bool>,
@@ -48,7 +48,7 @@ impl Caches {
     /// kube-runtime 5 store wakes only its most recent waiter, and many reconciles wait.)
     pub fn new(
         secrets: Store<SecretFacts>,
-        namespaces: Option<Store<PartialObjectMeta<Namespace>>>,
+        namespaces: Option<Store<CachedNamespace>>,
         service_accounts: Store<ServiceAccount>,
     ) -> Self {
         let (tx, ready) = tokio::sync::watch::channel(false);
@@ -125,28 +125,137 @@ impl Lookup for SecretFacts {
 }
 
 /// Keeps the managed-Secret cache (`writer`'s store) up to date with the managed-Secret
-/// watch, each Secret as its [`SecretFacts`], and passes the events on unchanged (each
-/// after the store has it, as kube's `reflect` does).
+/// watch, each Secret as its [`SecretFacts`], and passes the events on unchanged.
 pub fn cache_secrets<S>(
     events: S,
-    mut writer: Writer<SecretFacts>,
+    writer: Writer<SecretFacts>,
 ) -> impl Stream<Item = watcher::Result<Event<PartialObjectMeta<Secret>>>> + Send
 where
     S: Stream<Item = watcher::Result<Event<PartialObjectMeta<Secret>>>> + Send,
 {
+    cache_as(events, writer, |s| SecretFacts::from_meta(&s.metadata))
+}
+
+/// Keeps the Namespace cache (`writer`'s store) up to date with the Namespace watch, each
+/// Namespace as a [`CachedNamespace`], and passes the events on unchanged.
+pub fn cache_namespaces<S>(
+    events: S,
+    writer: Writer<CachedNamespace>,
+) -> impl Stream<Item = watcher::Result<Event<PartialObjectMeta<Namespace>>>> + Send
+where
+    S: Stream<Item = watcher::Result<Event<PartialObjectMeta<Namespace>>>> + Send,
+{
+    cache_as(events, writer, |ns| {
+        CachedNamespace::from_meta(&ns.metadata)
+    })
+}
+
+/// Applies each event of `events` to `writer`'s store with every object as `cached` makes
+/// it, then passes the event on unchanged (after the store has it, as kube's `reflect`
+/// does, so triggers read a store that already holds the change).
+fn cache_as<K, C, S>(
+    events: S,
+    mut writer: Writer<C>,
+    cached: fn(&K) -> C,
+) -> impl Stream<Item = watcher::Result<Event<K>>> + Send
+where
+    S: Stream<Item = watcher::Result<Event<K>>> + Send,
+    C: Lookup<DynamicType = ()> + Clone + Send + Sync + 'static,
+    K: Send,
+{
     events.map(move |event| {
         if let Ok(event) = &event {
-            let facts = |s: &PartialObjectMeta<Secret>| SecretFacts::from_meta(&s.metadata);
             writer.apply_watcher_event(&match event {
                 Event::Init => Event::Init,
-                Event::InitApply(s) => Event::InitApply(facts(s)),
+                Event::InitApply(o) => Event::InitApply(cached(o)),
                 Event::InitDone => Event::InitDone,
-                Event::Apply(s) => Event::Apply(facts(s)),
-                Event::Delete(s) => Event::Delete(facts(s)),
+                Event::Apply(o) => Event::Apply(cached(o)),
+                Event::Delete(o) => Event::Delete(cached(o)),
             });
         }
         event
     })
+}
+
+/// A Namespace as the fan-out candidate cache keeps it: what fan-out plugins see (name,
+/// labels, annotations) and whether it is terminating. Labels and annotations are sorted
+/// pairs, not maps: a map's smallest node is 544 bytes, most Namespaces have one or two
+/// labels, and a cluster may have thousands of Namespaces.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CachedNamespace {
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.labels`, sorted by key.
+    pub labels: Box<[(String, String)]>,
+    /// `metadata.annotations`, sorted by key.
+    pub annotations: Box<[(String, String)]>,
+    /// Whether `metadata.deletionTimestamp` is set.
+    pub terminating: bool,
+}
+
+impl CachedNamespace {
+    /// The parts of `meta` (of a Namespace) the cache keeps.
+    pub fn from_meta(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Self {
+        let pairs = |m: &Option<BTreeMap<String, String>>| {
+            m.iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        };
+        Self {
+            name: meta.name.clone().unwrap_or_default(),
+            labels: pairs(&meta.labels),
+            annotations: pairs(&meta.annotations),
+            terminating: meta.deletion_timestamp.is_some(),
+        }
+    }
+
+    /// The labels as a map.
+    pub fn label_map(&self) -> BTreeMap<String, String> {
+        self.labels.iter().cloned().collect()
+    }
+
+    /// The annotations as a map.
+    pub fn annotation_map(&self) -> BTreeMap<String, String> {
+        self.annotations.iter().cloned().collect()
+    }
+}
+
+/// A [`CachedNamespace`] is cached like a Namespace: by name (cluster-scoped).
+impl Lookup for CachedNamespace {
+    type DynamicType = ();
+
+    fn kind(dyntype: &()) -> Cow<'_, str> {
+        <Namespace as Resource>::kind(dyntype)
+    }
+
+    fn group(dyntype: &()) -> Cow<'_, str> {
+        <Namespace as Resource>::group(dyntype)
+    }
+
+    fn version(dyntype: &()) -> Cow<'_, str> {
+        <Namespace as Resource>::version(dyntype)
+    }
+
+    fn plural(dyntype: &()) -> Cow<'_, str> {
+        <Namespace as Resource>::plural(dyntype)
+    }
+
+    fn name(&self) -> Option<Cow<'_, str>> {
+        Some(Cow::Borrowed(&self.name))
+    }
+
+    fn namespace(&self) -> Option<Cow<'_, str>> {
+        None
+    }
+
+    fn resource_version(&self) -> Option<Cow<'_, str>> {
+        None
+    }
+
+    fn uid(&self) -> Option<Cow<'_, str>> {
+        None
+    }
 }
 
 /// Keeps only the entries of `map` whose key is one of `keys` and whose value is at most
@@ -239,20 +348,14 @@ pub fn strip_service_account(sa: &mut ServiceAccount) {
     }
 }
 
-/// Cuts cached Namespace metadata down to what fan-out plugins see (name, labels,
-/// annotations) and whether it is terminating. (The watch keeps its own place by the
-/// events' resourceVersions before this runs; the cached copy needs none.)
+/// Cuts Namespace metadata down to what fan-out plugins see (name, labels, annotations)
+/// and whether it is terminating, before it reaches the cache ([`CachedNamespace`]) and
+/// the triggers.
 pub fn strip_namespace(ns: &mut PartialObjectMeta<Namespace>) {
-    ns.types = None;
     let m = &mut ns.metadata;
     m.managed_fields = None;
     m.owner_references = None;
     m.finalizers = None;
-    m.uid = None;
-    m.resource_version = None;
-    m.creation_timestamp = None;
-    m.generate_name = None;
-    m.generation = None;
 }
 
 #[cfg(test)]
@@ -364,6 +467,52 @@ mod tests {
             crate::secret::SecretMeta::read(&secret("a", "3", "h3").metadata, &owner)
         );
         assert!(store.get(&ObjectRef::new("b").within("team-a")).is_none());
+    }
+
+    #[tokio::test]
+    async fn the_namespace_cache_keeps_names_labels_annotations_and_termination() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        use kube::runtime::reflector::{self, ObjectRef};
+        let ns = |name: &str, terminating: bool| PartialObjectMeta::<Namespace> {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                uid: Some("uid".into()),
+                resource_version: Some("7".into()),
+                labels: Some(BTreeMap::from([
+                    ("z".into(), "1".into()),
+                    ("a".into(), "2".into()),
+                ])),
+                annotations: Some(BTreeMap::from([("note".into(), "x".into())])),
+                deletion_timestamp: terminating.then_some(Time(jiff::Timestamp::UNIX_EPOCH)),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let (store, writer) = reflector::store::<CachedNamespace>();
+        let events = vec![
+            Event::Init,
+            Event::InitApply(ns("team-a", false)),
+            Event::InitApply(ns("team-b", false)),
+            Event::InitDone,
+            Event::Apply(ns("team-b", true)),
+            Event::Delete(ns("team-a", false)),
+        ];
+        let passed: Vec<_> = cache_namespaces(futures::stream::iter(events).map(Ok), writer)
+            .collect()
+            .await;
+        assert_eq!(passed.len(), 6);
+        assert_eq!(store.state().len(), 1);
+        let b = store.get(&ObjectRef::new("team-b")).unwrap();
+        assert_eq!(
+            *b,
+            CachedNamespace {
+                name: "team-b".into(),
+                labels: Box::new([("a".into(), "2".into()), ("z".into(), "1".into())]),
+                annotations: Box::new([("note".into(), "x".into())]),
+                terminating: true,
+            }
+        );
+        assert_eq!(b.label_map(), ns("team-b", true).metadata.labels.unwrap());
     }
 
     #[test]

@@ -416,11 +416,13 @@ pub async fn run_with(
     // cluster-wide operator can fan out, and only it watches them.
     let (ns_store, ns_writer) = reflector::store();
     let ns_api: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
-    let ns_events = watcher::watcher(ns_api, watcher::Config::default().any_semantic())
-        .default_backoff()
-        .modify(caches::strip_namespace)
-        .reflect(ns_writer)
-        .touched_objects();
+    let ns_events = caches::cache_namespaces(
+        watcher::watcher(ns_api, watcher::Config::default().any_semantic())
+            .default_backoff()
+            .modify(caches::strip_namespace),
+        ns_writer,
+    )
+    .touched_objects();
     let ns_events = log_errors(ns_events, "namespaces");
     let (sa_store, sa_writer) = reflector::store();
     let sa_events = watches::scoped(
@@ -543,10 +545,12 @@ pub fn pass_caches(client: &Client, settings: &Settings) -> (Caches, AbortOnDrop
     let ns_store = settings.cluster_wide().then(|| {
         let (ns_store, ns_writer) = reflector::store();
         let ns_api: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
-        let events = watcher::watcher(ns_api, watcher::Config::default().any_semantic())
-            .default_backoff()
-            .modify(caches::strip_namespace)
-            .reflect(ns_writer);
+        let events = caches::cache_namespaces(
+            watcher::watcher(ns_api, watcher::Config::default().any_semantic())
+                .default_backoff()
+                .modify(caches::strip_namespace),
+            ns_writer,
+        );
         streams.push(log_errors(events, "namespaces").map(|_| ()).boxed());
         ns_store
     });

@@ -3,9 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use k8s_openapi::api::core::v1::Namespace;
-use kube::ResourceExt;
-use kube::core::PartialObjectMeta;
+use super::caches::CachedNamespace;
 
 use crate::policy::{
     AllowedNamespaces, CrInfo, NamespaceInfo, Policies, PolicyError, PolicySelection,
@@ -25,7 +23,7 @@ pub async fn resolve(
     selection: &PolicySelection,
     info: &CrInfo,
     own: &str,
-    namespaces: Option<&[std::sync::Arc<PartialObjectMeta<Namespace>>]>,
+    namespaces: Option<&[std::sync::Arc<CachedNamespace>]>,
     fanout_sources: &BTreeSet<String>,
 ) -> Result<Vec<SecretTarget>, PolicyError> {
     let chosen = if policies.needs_candidates(selection) {
@@ -58,17 +56,15 @@ pub async fn resolve(
 /// whatever its fan-out plugin would like.
 pub fn candidates(
     own: &str,
-    namespaces: Option<&[std::sync::Arc<PartialObjectMeta<Namespace>>]>,
+    namespaces: Option<&[std::sync::Arc<CachedNamespace>]>,
     fanout_sources: &BTreeSet<String>,
 ) -> (Vec<NamespaceInfo>, AllowedNamespaces) {
-    let info = |ns: &PartialObjectMeta<Namespace>| NamespaceInfo {
-        name: ns.name_any(),
-        labels: ns.labels().clone(),
-        annotations: ns.annotations().clone(),
+    let info = |ns: &CachedNamespace| NamespaceInfo {
+        name: ns.name.clone(),
+        labels: ns.label_map(),
+        annotations: ns.annotation_map(),
     };
-    let live = |ns: &&std::sync::Arc<PartialObjectMeta<Namespace>>| {
-        ns.metadata.deletion_timestamp.is_none()
-    };
+    let live = |ns: &&std::sync::Arc<CachedNamespace>| !ns.terminating;
     match namespaces {
         Some(all) if fanout_sources.contains(own) => {
             let mut list: Vec<NamespaceInfo> = all.iter().filter(live).map(|ns| info(ns)).collect();
@@ -80,7 +76,7 @@ pub fn candidates(
                 .and_then(|all| {
                     all.iter()
                         .filter(live)
-                        .find(|ns| ns.name_any() == own)
+                        .find(|ns| ns.name == own)
                         .map(|ns| info(ns))
                 })
                 .unwrap_or_else(|| NamespaceInfo::named(own));
@@ -95,18 +91,13 @@ pub fn candidates(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-    use std::collections::BTreeMap;
     use std::sync::Arc;
 
-    fn ns(name: &str, terminating: bool) -> Arc<PartialObjectMeta<Namespace>> {
-        Arc::new(PartialObjectMeta::<Namespace> {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                labels: Some(BTreeMap::from([("team".to_string(), name.to_string())])),
-                deletion_timestamp: terminating.then_some(Time(jiff::Timestamp::UNIX_EPOCH)),
-                ..Default::default()
-            },
+    fn ns(name: &str, terminating: bool) -> Arc<CachedNamespace> {
+        Arc::new(CachedNamespace {
+            name: name.into(),
+            labels: Box::new([("team".to_string(), name.to_string())]),
+            terminating,
             ..Default::default()
         })
     }
