@@ -200,6 +200,18 @@ impl SecretFacts {
         }
     }
 
+    /// Whether the Secret is ours for `owner` (as [`SecretMeta::ours`] of
+    /// [`SecretFacts::relative_to`], without copying anything).
+    pub fn is_ours(&self, owner: &Owner) -> bool {
+        let is = |v: &Option<String>, want: &str| v.as_deref() == Some(want);
+        let by_uid = !owner.uid.is_empty() && is(&self.owner_uid, &owner.uid);
+        let legacy = self.owner_uid.is_none()
+            && is(&self.legacy_owner_name, &owner.name)
+            && is(&self.owner_namespace, &owner.namespace);
+        let controlled = !owner.uid.is_empty() && self.controller_uids.contains(&owner.uid);
+        (self.managed && (by_uid || legacy)) || controlled
+    }
+
     /// What the facts mean for `owner`: whether the Secret is ours (the owner-uid label
     /// names it, or, for Secrets written by earlier versions, the owner name and namespace
     /// labels do; or the owner is its controller ownerReference) and whether every label,
@@ -207,11 +219,8 @@ impl SecretFacts {
     pub fn relative_to(&self, owner: &Owner) -> SecretMeta {
         let is = |v: &Option<String>, want: &str| v.as_deref() == Some(want);
         let by_uid = !owner.uid.is_empty() && is(&self.owner_uid, &owner.uid);
-        let legacy = self.owner_uid.is_none()
-            && is(&self.legacy_owner_name, &owner.name)
-            && is(&self.owner_namespace, &owner.namespace);
         let controlled = !owner.uid.is_empty() && self.controller_uids.contains(&owner.uid);
-        let ours = (self.managed && (by_uid || legacy)) || controlled;
+        let ours = self.is_ours(owner);
         let in_own_namespace = self.namespace == owner.namespace;
         let metadata_intact = self.managed
             && by_uid

@@ -242,6 +242,7 @@ fn stale(ctx: &Context, cr: &ECRTokenRefresh, owner: &Owner, targets: &[Target])
                 .secrets
                 .state()
                 .iter()
+                .filter(|s| s.is_ours(owner))
                 .filter_map(|s| {
                     let meta = s.relative_to(owner);
                     let target = s.target();
