@@ -300,6 +300,33 @@ async fn a_configmap_data_swap_is_picked_up() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_still_compiling_is_on_metrics_as_not_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = plugins::wasm("naming-prefix");
+    let config = format!(
+        "plugins:\n  names:\n    path: {}\n    sha256: {}\n    settings: {{prefix: cfg}}\n",
+        path.display(),
+        plugins::sha256_of(&path)
+    );
+    let metrics = Arc::new(Metrics::default());
+    let (policies, reloader) =
+        Policies::start(&registry(dir.path(), &config), HostConfig::default()).unwrap();
+    // Registered, not compiled yet (the reloader has not started): 0, not absent.
+    let policies = Arc::new(policies.with_metrics(Arc::clone(&metrics)));
+    let text = encode_text(&metrics.registry());
+    assert!(
+        text.contains(r#"ecr_token_refresh_plugin_loaded{plugin="names"} 0"#),
+        "{text}"
+    );
+    let _task = reloader.spawn(Arc::clone(&policies));
+    wait_metric(
+        &metrics,
+        r#"ecr_token_refresh_plugin_loaded{plugin="names"} 1"#,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_name_in_the_config_file_and_the_directory() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

@@ -257,7 +257,14 @@ impl Policies {
     }
 
     /// Records every plugin call (outcome, duration) in `metrics`.
+    ///
+    /// Every plugin registered so far gets its `plugin_loaded` sample at once (0 while it
+    /// is still compiling), so a dashboard or alert sees a loading plugin as not loaded
+    /// rather than as absent.
     pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        for (name, status) in self.plugins.load().iter() {
+            metrics.set_plugin_loaded(name, status.loaded().is_some());
+        }
         self.metrics = Some(metrics);
         self
     }
@@ -390,6 +397,14 @@ impl Policies {
                 .or_insert_with(|| PluginStatus::loading(source.clone()));
             table
         });
+        if let Some(m) = &self.metrics {
+            let loaded = self
+                .plugins
+                .load()
+                .get(name)
+                .is_some_and(|s| s.loaded().is_some());
+            m.set_plugin_loaded(name, loaded);
+        }
     }
 
     /// Records that a file in the plugins directory was refused without replacing what
