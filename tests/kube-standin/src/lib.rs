@@ -211,6 +211,15 @@ impl StandIn {
         self.with_store(|s| s.count(&rt, namespace, pred))
     }
 
+    /// How many objects of a type there are in all namespaces, without visiting them (cheap
+    /// enough for a [`StandIn::wait_for`] predicate, which runs after every change).
+    pub fn len(&self, gvr: &str) -> usize {
+        let Ok(rt) = self.resolve(gvr) else {
+            return 0;
+        };
+        self.with_store(|s| s.len(&rt))
+    }
+
     /// Like [`StandIn::list`] with a label selector (`app=web,!old`).
     pub fn list_selected(
         &self,

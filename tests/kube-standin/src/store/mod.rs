@@ -245,6 +245,10 @@ impl Store {
         })
     }
 
+    pub(crate) fn len(&self, rt: &ResourceType) -> usize {
+        self.objects.get(&rt.gvr()).map_or(0, |objs| objs.len())
+    }
+
     /// Log entries with rv greater than `cursor`, or `Err(oldest available rv)`
     /// when some of them were already compacted away.
     pub(crate) fn events_since(&self, cursor: u64) -> Result<Vec<Arc<LogEntry>>, u64> {
