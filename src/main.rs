@@ -50,6 +50,15 @@ enum Command {
     /// policy decision, the ServiceAccount changes; or the errors, naming file, resource and
     /// field (exit status 1).
     Render(RenderCommand),
+    /// Internal: compile a policy plugin component read from stdin and write the compiled
+    /// artifact to stdout. The operator runs itself with it to keep the compiler out of
+    /// its own process (see `policy::compiler`).
+    #[command(name = "compile-plugin", hide = true)]
+    CompilePlugin {
+        /// Largest component accepted, in bytes (the operator's `policy.max_component_bytes`).
+        #[arg(long, value_name = "BYTES")]
+        max_bytes: u64,
+    },
 }
 
 #[derive(clap::Args)]
@@ -118,8 +127,25 @@ async fn main() -> anyhow::Result<ExitCode> {
         Command::Config(args) => {
             print!("{}", args.load()?.explain());
         }
-        Command::Run(args) => run(args.load()?.config).await?,
-        Command::Once(args) => return once(args.config.load()?.config, args.next_run_in).await,
+        Command::Run(args) => {
+            compile_plugins_in_child_process();
+            run(args.load()?.config).await?
+        }
+        Command::Once(args) => {
+            compile_plugins_in_child_process();
+            return once(args.config.load()?.config, args.next_run_in).await;
+        }
+        Command::CompilePlugin { max_bytes } => {
+            let result = ecr_token_refresh::policy::compile_plugin(
+                std::io::stdin().lock(),
+                std::io::stdout().lock(),
+                max_bytes,
+            );
+            if let Err(e) = result {
+                eprintln!("{e}");
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         // Plugin output goes through WASI streams that block on their own runtime: run
         // the plugin on a blocking thread, never inside this async one.
         Command::Plugin(PluginCommand::Test(args)) => {
@@ -136,6 +162,14 @@ async fn main() -> anyhow::Result<ExitCode> {
         Command::Render(cmd) => return render_files(cmd).await,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The operator compiles policy plugins by running this executable again (`compile-plugin`),
+/// so that the compiler's code and memory never stay in the long-running process.
+fn compile_plugins_in_child_process() {
+    if let Some(program) = ecr_token_refresh::policy::compiler::this_executable() {
+        ecr_token_refresh::policy::compiler::compile_in_child_process(program);
+    }
 }
 
 /// `render`: prints to stdout; errors to stderr, and then exit status 1.

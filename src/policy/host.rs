@@ -19,6 +19,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{self, fanout, naming, retry, settings};
 use super::cache::ArtifactCache;
+use super::compiler;
 use super::limits::InstanceLimiter;
 use super::{EpochTicker, Hook, HostConfig, Limits, LoadError, PluginSession};
 
@@ -325,9 +326,9 @@ impl PluginHost {
                 c
             }
             None => {
-                let c = self.compile_apart(bytes)?;
+                let (c, compiled_in) = self.compile_apart(bytes)?;
                 self.compiled_count.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(sha256 = sha, elapsed = ?started.elapsed(), "compiled policy plugin");
+                tracing::debug!(sha256 = sha, elapsed = ?started.elapsed(), compiled_in, "compiled policy plugin");
                 if let Some(cache) = &self.disk_cache
                     && let Err(error) = cache.store(sha, &c)
                 {
@@ -344,25 +345,62 @@ impl PluginHost {
 }
 
 impl PluginHost {
-    /// Compiles `bytes` with an engine of its own, made for this compile and dropped after
-    /// it, and loads the result into the host's engine. Cranelift keeps its compiler
-    /// contexts (register allocator arenas, about 3 MB after one plugin) for as long as
-    /// the engine that compiled lives: the host's engine lives as long as the operator.
+    /// Compiles `bytes` away from the host's engine and loads the result into it: in a
+    /// child process when this process is set up for it ([`super::compiler`]), else with an
+    /// engine of its own, made for this compile and dropped after it (Cranelift keeps its
+    /// compiler contexts, about 3 MB of register-allocator arenas after one plugin, for as
+    /// long as the engine that compiled lives; the host's engine lives as long as the
+    /// operator).
     ///
     /// # Errors
-    /// [`LoadError::NotAComponent`] when wasmtime cannot compile or load the bytes.
-    fn compile_apart(&self, bytes: &[u8]) -> Result<Component, LoadError> {
-        let compiler = Engine::new(&engine_config(self.pooling.then_some(&self.config)))
-            .map_err(|e| LoadError::NotAComponent(wt(e)))?;
-        let artifact = compiler
-            .precompile_component(bytes)
-            .map_err(|e| LoadError::NotAComponent(wt(e)))?;
-        drop(compiler);
-        // SAFETY: `artifact` was made just above by `Engine::precompile_component` of an
-        // engine with the same configuration, and never left this process.
+    /// [`LoadError::NotAComponent`] when the component does not compile or load, with the
+    /// compiler's message (or how the compiler process ended).
+    /// Returns the component and where it was compiled (`child process` or `in process`).
+    fn compile_apart(&self, bytes: &[u8]) -> Result<(Component, &'static str), LoadError> {
+        let in_process = || {
+            compiler::precompile(&compile_config(), bytes)
+                .map(|artifact| (artifact, "in process"))
+                .map_err(LoadError::NotAComponent)
+        };
+        let max_bytes = self.config.max_component_bytes;
+        let (artifact, compiled_in) = match compiler::child_compiler() {
+            Some(program) => match compiler::precompile_in_child(program, bytes, max_bytes) {
+                Ok(artifact) => (artifact, "child process"),
+                Err(compiler::ChildError::Spawn(e)) => {
+                    tracing::warn!(error = %e, "cannot start the plugin compiler process; compiling in process");
+                    in_process()?
+                }
+                Err(compiler::ChildError::Failed(e)) => return Err(LoadError::NotAComponent(e)),
+            },
+            None => in_process()?,
+        };
+        // SAFETY: `artifact` is what `Engine::precompile_component` made, with the
+        // configuration of `compile_config`, in this process or in a child running this
+        // very executable; it never left the two. wasmtime still checks that it was made
+        // by the same wasmtime version and settings as `self.engine`.
         unsafe { Component::deserialize(&self.engine, &artifact) }
+            .map(|component| (component, compiled_in))
             .map_err(|e| LoadError::NotAComponent(wt(e)))
     }
+}
+
+/// The engine configuration components are compiled with (the host's, without the
+/// pooling allocator, which only decides how instances are allocated, not the code).
+pub(super) fn compile_config() -> Config {
+    engine_config(None)
+}
+
+/// The `compile-plugin` subcommand: a component on `input` (at most `max_bytes`), its
+/// compiled artifact to `output`. See [`super::compiler`].
+///
+/// # Errors
+/// A message for stderr (unreadable or oversized input, or wasmtime's).
+pub fn compile_plugin(
+    input: impl std::io::Read,
+    output: impl std::io::Write,
+    max_bytes: u64,
+) -> Result<(), String> {
+    compiler::compile_stream(&compile_config(), input, output, max_bytes)
 }
 
 /// Lower-case hex sha256 of `bytes`.

@@ -32,6 +32,7 @@
 mod bindings;
 mod builtin;
 mod cache;
+pub mod compiler;
 pub mod directory;
 mod epoch;
 mod error;
@@ -54,7 +55,7 @@ pub use epoch::EpochTicker;
 pub use error::{Hook, LoadError, PolicyError, Violation};
 pub use facade::{AllowedNamespaces, Policies, PolicySelection};
 pub use guard::RetryClamp;
-pub use host::{CompileStats, LoadedPlugin, PluginHost};
+pub use host::{CompileStats, LoadedPlugin, PluginHost, compile_plugin};
 pub use limits::{HostConfig, Limits};
 pub use loader::{PluginsError, ReloadTask, Reloader};
 pub use plugin::WasmPolicy;

@@ -1,0 +1,137 @@
+//! Compiling plugins in a child process.
+//!
+//! Cranelift is most of the code a running operator would otherwise map (about 5 MiB of
+//! its pages were resident after one compile) and needs several MiB of heap while it
+//! works. The operator therefore compiles each component by running its own executable
+//! again as `ecr-token-refresh compile-plugin` ([`COMPILE_SUBCOMMAND`]): the component's
+//! bytes on stdin, the compiled artifact ([`Engine::precompile_component`]) on stdout.
+//! The host loads the artifact with [`Component::deserialize`]; all of the compiler's
+//! memory goes with the child, and a component that crashes the compiler or exhausts
+//! memory fails its own load instead of the operator.
+//!
+//! The operator's `run` and `once` turn this on ([`compile_in_child_process`]); elsewhere
+//! (tests, `plugin test`, `render`) components compile in process. An executable that
+//! cannot be started falls back to compiling in process.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use wasmtime::Engine;
+
+/// The hidden subcommand that compiles a component from stdin to stdout.
+pub const COMPILE_SUBCOMMAND: &str = "compile-plugin";
+
+/// The executable to run as the compiler, once [`compile_in_child_process`] was called.
+static COMPILER: OnceLock<PathBuf> = OnceLock::new();
+
+/// Makes every plugin host of this process compile components by running `program`
+/// [`COMPILE_SUBCOMMAND`] (normally this very executable: `/proc/self/exe` on Linux, which
+/// is the running binary even if its file was replaced since). The first call wins.
+pub fn compile_in_child_process(program: PathBuf) {
+    let _ = COMPILER.set(program);
+}
+
+/// The running executable, to be its own plugin compiler.
+pub fn this_executable() -> Option<PathBuf> {
+    if cfg!(target_os = "linux") {
+        return Some(PathBuf::from("/proc/self/exe"));
+    }
+    std::env::current_exe().ok()
+}
+
+/// The compiler executable, if this process compiles in a child.
+pub(super) fn child_compiler() -> Option<&'static Path> {
+    COMPILER.get().map(PathBuf::as_path)
+}
+
+/// Compiles component `bytes` for an engine made with `config`: the artifact
+/// [`Component::deserialize`](wasmtime::component::Component::deserialize) takes.
+///
+/// # Errors
+/// wasmtime's message (with its causes) when the bytes are not a valid component or do
+/// not compile.
+pub fn precompile(config: &wasmtime::Config, bytes: &[u8]) -> Result<Vec<u8>, String> {
+    let engine = Engine::new(config).map_err(super::host::wt)?;
+    engine.precompile_component(bytes).map_err(super::host::wt)
+}
+
+/// Runs `program` [`COMPILE_SUBCOMMAND`] `--max-bytes <max_bytes>` with `bytes` on its
+/// stdin and returns what it printed on stdout (the artifact).
+///
+/// # Errors
+/// [`ChildError::Spawn`] when the program cannot be started (the caller compiles in
+/// process instead); [`ChildError::Failed`] with its stderr, or how it died, when it did
+/// not succeed.
+pub(super) fn precompile_in_child(
+    program: &Path,
+    bytes: &[u8],
+    max_bytes: u64,
+) -> Result<Vec<u8>, ChildError> {
+    let mut child = Command::new(program)
+        .arg(COMPILE_SUBCOMMAND)
+        .arg("--max-bytes")
+        .arg(max_bytes.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env_remove("RUST_LOG")
+        .spawn()
+        .map_err(|e| ChildError::Spawn(format!("{}: {e}", program.display())))?;
+    // The child reads all of stdin before it writes anything, so writing first cannot
+    // block on a full stdout pipe.
+    let written = child
+        .stdin
+        .take()
+        .map(|mut stdin| stdin.write_all(bytes))
+        .transpose();
+    let output = child
+        .wait_with_output()
+        .map_err(|e| ChildError::Failed(format!("waiting for the compiler process: {e}")))?;
+    if output.status.success() {
+        return Ok(output.stdout);
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let message = stderr.trim();
+    Err(ChildError::Failed(match (message.is_empty(), written) {
+        (false, _) => message.to_string(),
+        (true, Err(e)) => format!("the compiler process did not read the component: {e}"),
+        (true, Ok(_)) => format!("the compiler process ended with {}", output.status),
+    }))
+}
+
+/// Why a compile in a child process did not give an artifact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum ChildError {
+    /// The program could not be started.
+    Spawn(String),
+    /// It ran and failed: its message, or how it ended.
+    Failed(String),
+}
+
+/// The [`COMPILE_SUBCOMMAND`]: reads a component from `input` (at most `max_bytes`),
+/// compiles it for an engine made with `config`, and writes the artifact to `output`.
+///
+/// # Errors
+/// A message for stderr: unreadable input, a component over `max_bytes`, or wasmtime's.
+pub fn compile_stream(
+    config: &wasmtime::Config,
+    input: impl Read,
+    mut output: impl Write,
+    max_bytes: u64,
+) -> Result<(), String> {
+    let mut bytes = Vec::new();
+    input
+        .take(max_bytes.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("reading the component from stdin: {e}"))?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(format!("the component is larger than {max_bytes} bytes"));
+    }
+    let artifact = precompile(config, &bytes)?;
+    output
+        .write_all(&artifact)
+        .and_then(|()| output.flush())
+        .map_err(|e| format!("writing the compiled component: {e}"))
+}
