@@ -23,20 +23,16 @@ async fn the_binary_turns_the_sample_into_a_secret_and_survives_an_ecr_outage() 
 
     cluster.apply_sample("ecr-credentials", json!({}));
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ecr-token-refresh"))
-        .arg("run")
-        .env_clear()
+    let mut child = moto
+        .operator_env(
+            Command::new(env!("CARGO_BIN_EXE_ecr-token-refresh")).arg("run"),
+            &kubeconfig,
+        )
         .env("ECR_TOKEN_REFRESH_REFRESH__BACKOFF_BASE", "500ms")
         .env("ECR_TOKEN_REFRESH_REFRESH__BACKOFF_MAX", "2s")
         // moto's tokens arrive expired: they are refreshed at this minimum interval.
         .env("ECR_TOKEN_REFRESH_REFRESH__MIN_INTERVAL", "2s")
         .env("ECR_TOKEN_REFRESH_SERVER__LISTEN", "127.0.0.1:0")
-        .env("KUBECONFIG", &kubeconfig)
-        .env("AWS_ENDPOINT_URL_ECR", moto.url())
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("RUST_LOG", "trace")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log_path).unwrap())

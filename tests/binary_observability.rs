@@ -108,15 +108,11 @@ async fn run_exports_a_trace_over_grpc_serves_metrics_and_logs_the_trace_id() {
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
 
     cluster.apply_sample("ecr-credentials", json!({}));
-    let mut child = Command::new(BIN)
-        .args(["run", "--config", EXAMPLE, "--log-format", "json"])
-        .env_clear()
-        .env("KUBECONFIG", &kubeconfig)
-        .env("AWS_ENDPOINT_URL_ECR", moto.url())
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
+    let mut child = moto
+        .operator_env(
+            Command::new(BIN).args(["run", "--config", EXAMPLE, "--log-format", "json"]),
+            &kubeconfig,
+        )
         .env("ECR_TOKEN_REFRESH_SERVER__LISTEN", addr.to_string())
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint())
         .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")

@@ -72,16 +72,11 @@ async fn the_running_operator_serves_with_a_plugin_compiled_in_a_child_process()
     .unwrap();
     let log = dir.path().join("operator.log");
     let log_file = std::fs::File::create(&log).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&config)
-        .env_clear()
-        .env("KUBECONFIG", &kubeconfig)
-        .env("AWS_ENDPOINT_URL_ECR", moto.url())
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
+    let mut child = moto
+        .operator_env(
+            Command::new(BIN).args(["run", "--config"]).arg(&config),
+            &kubeconfig,
+        )
         .env("RUST_LOG", "ecr_token_refresh::policy=debug")
         .stdout(log_file.try_clone().unwrap())
         .stderr(log_file)

@@ -397,6 +397,11 @@ impl Policies {
                 .or_insert_with(|| PluginStatus::loading(source.clone()));
             table
         });
+        self.publish_loaded(name);
+    }
+
+    /// Sets the `plugin_loaded` gauge of `name` from the table: 1 while a version serves.
+    fn publish_loaded(&self, name: &str) {
         if let Some(m) = &self.metrics {
             let loaded = self
                 .plugins
@@ -448,13 +453,8 @@ impl Policies {
     fn announce(&self, name: &str, kind: PluginEventKind) {
         if let Some(m) = &self.metrics {
             m.plugin_load(name, kind.label());
-            let loaded = self
-                .plugins
-                .load()
-                .get(name)
-                .is_some_and(|s| s.loaded().is_some());
-            m.set_plugin_loaded(name, loaded);
         }
+        self.publish_loaded(name);
         // No subscriber (no controller yet) is fine: it reads the table when it starts.
         let _ = self.changes.send(PluginEvent {
             plugin: name.to_owned(),

@@ -73,6 +73,22 @@ impl Moto {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// Sets up `cmd` (the operator binary) to run against this moto and the cluster of
+    /// `kubeconfig`: a cleared environment, fixed test credentials, no instance metadata.
+    pub fn operator_env<'a>(
+        &self,
+        cmd: &'a mut std::process::Command,
+        kubeconfig: &std::path::Path,
+    ) -> &'a mut std::process::Command {
+        cmd.env_clear()
+            .env("KUBECONFIG", kubeconfig)
+            .env("AWS_ENDPOINT_URL_ECR", self.url())
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+    }
+
     /// Kills moto; the port is free again afterwards.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
