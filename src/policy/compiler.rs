@@ -6,8 +6,9 @@
 //! again as `ecr-token-refresh compile-plugin` ([`COMPILE_SUBCOMMAND`]): the component's
 //! bytes on stdin, the compiled artifact ([`Engine::precompile_component`]) on stdout.
 //! The host loads the artifact with [`Component::deserialize`]; all of the compiler's
-//! memory goes with the child, and a component that crashes the compiler or exhausts
-//! memory fails its own load instead of the operator.
+//! memory goes with the child, and a component that crashes the compiler, exhausts
+//! memory or keeps the compiler busy past [`COMPILE_TIMEOUT`] (the child is killed) fails
+//! its own load instead of the operator.
 //!
 //! The operator's `run` and `once` turn this on ([`compile_in_child_process`]); elsewhere
 //! (tests, `plugin test`, `render`) components compile in process. An executable that
@@ -17,6 +18,8 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
+use std::sync::mpsc;
+use std::time::Duration;
 
 use wasmtime::Engine;
 
@@ -57,17 +60,24 @@ pub fn precompile(config: &wasmtime::Config, bytes: &[u8]) -> Result<Vec<u8>, St
     engine.precompile_component(bytes).map_err(super::host::wt)
 }
 
+/// How long a compile in a child process may take before the child is killed and the
+/// component fails to load. Compiling a 1.6 MB JavaScript component takes a few seconds
+/// in a release build; a component that keeps the compiler busy for minutes is refused.
+pub const COMPILE_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// Runs `program` [`COMPILE_SUBCOMMAND`] `--max-bytes <max_bytes>` with `bytes` on its
-/// stdin and returns what it printed on stdout (the artifact).
+/// stdin and returns what it printed on stdout (the artifact). A child still running
+/// after `timeout` is killed.
 ///
 /// # Errors
 /// [`ChildError::Spawn`] when the program cannot be started (the caller compiles in
-/// process instead); [`ChildError::Failed`] with its stderr, or how it died, when it did
-/// not succeed.
+/// process instead); [`ChildError::Failed`] with its stderr, or how it ended, when it did
+/// not succeed or took longer than `timeout`.
 pub(super) fn precompile_in_child(
     program: &Path,
     bytes: &[u8],
     max_bytes: u64,
+    timeout: Duration,
 ) -> Result<Vec<u8>, ChildError> {
     let mut child = Command::new(program)
         .arg(COMPILE_SUBCOMMAND)
@@ -79,16 +89,34 @@ pub(super) fn precompile_in_child(
         .env_remove("RUST_LOG")
         .spawn()
         .map_err(|e| ChildError::Spawn(format!("{}: {e}", program.display())))?;
-    // The child reads all of stdin before it writes anything, so writing first cannot
-    // block on a full stdout pipe.
-    let written = child
-        .stdin
-        .take()
-        .map(|mut stdin| stdin.write_all(bytes))
-        .transpose();
-    let output = child
-        .wait_with_output()
-        .map_err(|e| ChildError::Failed(format!("waiting for the compiler process: {e}")))?;
+    let pid = child.id();
+    let stdin = child.stdin.take();
+    let input = bytes.to_vec();
+    let (tx, rx) = mpsc::channel();
+    // Feeding and collecting happen on a thread of their own, so that this one can stop a
+    // child that never finishes. (The child reads all of stdin before it writes anything,
+    // so writing first cannot block on a full stdout pipe.)
+    std::thread::spawn(move || {
+        let written = stdin.map(|mut s| s.write_all(&input)).transpose();
+        let _ = tx.send((written, child.wait_with_output()));
+    });
+    let (written, output) = match rx.recv_timeout(timeout) {
+        Ok(done) => done,
+        Err(_) => {
+            // SAFETY: kill(2) with a plain pid and signal; the pid is still the child's,
+            // since only `wait_with_output` above reaps it and it has not returned.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            }
+            let _ = rx.recv();
+            return Err(ChildError::Failed(format!(
+                "the compiler process took longer than {} s and was stopped",
+                timeout.as_secs_f64()
+            )));
+        }
+    };
+    let output =
+        output.map_err(|e| ChildError::Failed(format!("waiting for the compiler process: {e}")))?;
     if output.status.success() {
         return Ok(output.stdout);
     }
@@ -134,4 +162,58 @@ pub fn compile_stream(
         .write_all(&artifact)
         .and_then(|()| output.flush())
         .map_err(|e| format!("writing the compiled component: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A stand-in compiler: a shell script with `body`.
+    fn script(dir: &Path, body: &str) -> PathBuf {
+        let path = dir.join("compiler.sh");
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_compiler_that_never_finishes_is_stopped_at_the_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let hung = script(dir.path(), "exec sleep 600");
+        let err =
+            precompile_in_child(&hung, b"component", 100, Duration::from_millis(200)).unwrap_err();
+        assert_eq!(
+            err,
+            ChildError::Failed(
+                "the compiler process took longer than 0.2 s and was stopped".into()
+            )
+        );
+    }
+
+    #[test]
+    fn a_failing_compiler_is_reported_with_its_message_or_how_it_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let loud = script(dir.path(), "cat >/dev/null; echo 'no good' >&2; exit 3");
+        assert_eq!(
+            precompile_in_child(&loud, b"component", 100, COMPILE_TIMEOUT),
+            Err(ChildError::Failed("no good".into()))
+        );
+        let quiet = script(dir.path(), "cat >/dev/null; exit 3");
+        let Err(ChildError::Failed(msg)) =
+            precompile_in_child(&quiet, b"component", 100, COMPILE_TIMEOUT)
+        else {
+            panic!("a failing compiler succeeded");
+        };
+        assert!(msg.contains("exit status: 3"), "{msg}");
+        let ok = script(dir.path(), "cat; printf artifact");
+        assert_eq!(
+            precompile_in_child(&ok, b"component-", 100, COMPILE_TIMEOUT),
+            Ok(b"component-artifact".to_vec())
+        );
+        assert!(matches!(
+            precompile_in_child(&dir.path().join("missing"), b"", 100, COMPILE_TIMEOUT),
+            Err(ChildError::Spawn(_))
+        ));
+    }
 }

@@ -364,7 +364,12 @@ impl PluginHost {
         };
         let max_bytes = self.config.max_component_bytes;
         let (artifact, compiled_in) = match compiler::child_compiler() {
-            Some(program) => match compiler::precompile_in_child(program, bytes, max_bytes) {
+            Some(program) => match compiler::precompile_in_child(
+                program,
+                bytes,
+                max_bytes,
+                compiler::COMPILE_TIMEOUT,
+            ) {
                 Ok(artifact) => (artifact, "child process"),
                 Err(compiler::ChildError::Spawn(e)) => {
                     tracing::warn!(error = %e, "cannot start the plugin compiler process; compiling in process");
