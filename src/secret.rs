@@ -128,6 +128,14 @@ impl SecretMeta {
     }
 }
 
+/// [`SecretFacts::ownership`]: the owner-uid label names the owner, the owner is the
+/// controller ownerReference, and whether either (or the legacy labels) makes it ours.
+struct Ownership {
+    by_uid: bool,
+    controlled: bool,
+    ours: bool,
+}
+
 /// What a Secret's metadata says, whoever asks: its identity and the operator's own
 /// labels, annotations and controller ownerReferences, as plain fields. The managed-Secret
 /// cache keeps one per Secret instead of its [`ObjectMeta`] (about a third of the memory:
@@ -203,13 +211,22 @@ impl SecretFacts {
     /// Whether the Secret is ours for `owner` (as [`SecretMeta::ours`] of
     /// [`SecretFacts::relative_to`], without copying anything).
     pub fn is_ours(&self, owner: &Owner) -> bool {
+        self.ownership(owner).ours
+    }
+
+    /// How the Secret's owner labels and ownerReferences relate to `owner`.
+    fn ownership(&self, owner: &Owner) -> Ownership {
         let is = |v: &Option<String>, want: &str| v.as_deref() == Some(want);
         let by_uid = !owner.uid.is_empty() && is(&self.owner_uid, &owner.uid);
         let legacy = self.owner_uid.is_none()
             && is(&self.legacy_owner_name, &owner.name)
             && is(&self.owner_namespace, &owner.namespace);
         let controlled = !owner.uid.is_empty() && self.controller_uids.contains(&owner.uid);
-        (self.managed && (by_uid || legacy)) || controlled
+        Ownership {
+            by_uid,
+            controlled,
+            ours: (self.managed && (by_uid || legacy)) || controlled,
+        }
     }
 
     /// What the facts mean for `owner`: whether the Secret is ours (the owner-uid label
@@ -218,9 +235,11 @@ impl SecretFacts {
     /// annotation and ownerReference we write is there as written.
     pub fn relative_to(&self, owner: &Owner) -> SecretMeta {
         let is = |v: &Option<String>, want: &str| v.as_deref() == Some(want);
-        let by_uid = !owner.uid.is_empty() && is(&self.owner_uid, &owner.uid);
-        let controlled = !owner.uid.is_empty() && self.controller_uids.contains(&owner.uid);
-        let ours = self.is_ours(owner);
+        let Ownership {
+            by_uid,
+            controlled,
+            ours,
+        } = self.ownership(owner);
         let in_own_namespace = self.namespace == owner.namespace;
         let metadata_intact = self.managed
             && by_uid

@@ -6,9 +6,9 @@
 //! again as `ecr-token-refresh compile-plugin` ([`COMPILE_SUBCOMMAND`]): the component's
 //! bytes on stdin, the compiled artifact ([`Engine::precompile_component`]) on stdout.
 //! The host loads the artifact with [`Component::deserialize`]; all of the compiler's
-//! memory goes with the child, and a component that crashes the compiler, exhausts
-//! memory or keeps the compiler busy past [`COMPILE_TIMEOUT`] (the child is killed) fails
-//! its own load instead of the operator.
+//! memory goes with the child, and a component that crashes the compiler or keeps it
+//! busy past [`COMPILE_TIMEOUT`] (the child is killed) fails its own load instead of
+//! taking the operator with it. The child has no memory limit of its own.
 //!
 //! The operator's `run` and `once` turn this on ([`compile_in_child_process`]); elsewhere
 //! (tests, `plugin test`, `render`) components compile in process. An executable that
