@@ -14,7 +14,8 @@
 //! target, as the tests do). `FANOUT_SIZES=100,1000` picks sizes; `FANOUT_OPERATOR=path`
 //! runs another build of the operator (e.g. an earlier commit's) under the same harness;
 //! `FANOUT_RUNS=3` reports medians of three runs per case; `FANOUT_SERIAL=0` skips the
-//! serial cases.
+//! serial cases; `FANOUT_COMPILE_CACHE=dir` gives the operator that compiled-plugin cache
+//! directory (`scripts/symbol-order.sh` runs the operator under valgrind this way).
 
 #[allow(dead_code)]
 #[path = "../tests/common/moto.rs"]
@@ -177,7 +178,10 @@ async fn run_case(moto: &moto::Moto, n: usize, concurrency: usize) -> Row {
     let config = format!(
         "server:\n  listen: 127.0.0.1:{metrics_port}\ncontroller:\n  write_concurrency: {concurrency}\n\
          fanout:\n  allowed_source_namespaces: [platform]\n\
-         policy:\n  plugins:\n    labelled:\n      path: {}\n      sha256: {}\n      settings: {{label: ecr-pull, value: enabled}}\n",
+         policy:\n{}  plugins:\n    labelled:\n      path: {}\n      sha256: {}\n      settings: {{label: ecr-pull, value: enabled}}\n",
+        std::env::var("FANOUT_COMPILE_CACHE")
+            .map(|dir| format!("  cache_directory: {dir}\n"))
+            .unwrap_or_default(),
         wasm.display(),
         plugins::sha256_of(&wasm)
     );
