@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Regenerates link/symbol-order.txt: the functions the operator executes, which build.rs has
-# the linker (rust-lld) place first and together in release builds for
-# x86_64-unknown-linux-gnu, so the code the operator runs fills as few pages as it can.
+# Regenerates link/symbol-order.txt (or the file named by the first argument): the functions
+# the operator executes, which build.rs has the linker (rust-lld) place first and together in
+# release builds for x86_64-unknown-linux-gnu, so the code the operator runs fills as few
+# pages as it can.
 #
 # Run it after a toolchain or dependency update (Cargo.lock): mangled names carry the
 # crates' hashes, and names the linker no longer finds are skipped, so a stale list makes
@@ -28,7 +29,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 BIN=$ROOT/target/release/ecr-token-refresh
-ORDER=$ROOT/link/symbol-order.txt
+ORDER=${1:-$ROOT/link/symbol-order.txt}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
