@@ -372,10 +372,16 @@ async fn main() {
         let serial = rows
             .iter()
             .find(|r| r.namespaces == row.namespaces && r.concurrency == 1)
-            .map(|r| r.to_all_written.as_secs_f64() / row.to_all_written.as_secs_f64())
-            .unwrap_or(f64::NAN);
+            .map_or_else(
+                // No serial run of this size (FANOUT_SERIAL=0).
+                || "—".to_owned(),
+                |r| {
+                    let times = r.to_all_written.as_secs_f64() / row.to_all_written.as_secs_f64();
+                    format!("{times:.1}× faster")
+                },
+            );
         println!(
-            "| {} | {} | {:.2} s | {:.2} s | {:.2} | {:.1}× faster | {} | {} / {} | {} | {:.1} / {:.1} / {:.1} / {:.1} MiB | {:.1} MiB |",
+            "| {} | {} | {:.2} s | {:.2} s | {:.2} | {} | {} | {} / {} | {} | {:.1} / {:.1} / {:.1} / {:.1} MiB | {:.1} MiB |",
             row.namespaces,
             row.concurrency,
             row.to_all_written.as_secs_f64(),
