@@ -152,6 +152,17 @@ fn scrape_sum(port: u16, family: &str) -> u64 {
         .sum::<f64>() as u64
 }
 
+/// The operator under test, stopped if the case panics (a timeout, a failed assertion):
+/// otherwise it would outlive the bench and keep running into the next measurements.
+struct Operator(Child);
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 async fn run_case(moto: &moto::Moto, n: usize, concurrency: usize) -> Row {
     let api = StandIn::new().with_bookmark_interval(Duration::from_secs(1));
     let server = api.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
@@ -190,20 +201,22 @@ async fn run_case(moto: &moto::Moto, n: usize, concurrency: usize) -> Row {
 
     let operator = std::env::var_os("FANOUT_OPERATOR")
         .unwrap_or_else(|| env!("CARGO_BIN_EXE_ecr-token-refresh").into());
-    let mut child: Child = Command::new(operator)
-        .args(["run", "--config"])
-        .arg(dir.path().join("operator.yaml"))
-        .env("KUBECONFIG", dir.path().join("kubeconfig"))
-        .env("AWS_ENDPOINT_URL_ECR", moto.url())
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = Operator(
+        Command::new(operator)
+            .args(["run", "--config"])
+            .arg(dir.path().join("operator.yaml"))
+            .env("KUBECONFIG", dir.path().join("kubeconfig"))
+            .env("AWS_ENDPOINT_URL_ECR", moto.url())
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     // Ready once the caches are synced.
     wait("the operator's /readyz", Duration::from_secs(60), || {
         Command::new("curl")
@@ -213,8 +226,8 @@ async fn run_case(moto: &moto::Moto, n: usize, concurrency: usize) -> Row {
     })
     .await;
 
-    let ready_rss_kib = rss_kib(child.id(), "VmRSS:");
-    log_memory(child.id(), n, "ready");
+    let ready_rss_kib = rss_kib(child.0.id(), "VmRSS:");
+    log_memory(child.0.id(), n, "ready");
     // Readiness never waits for plugins (they compile in the background): wait for the
     // fan-out plugin too, so the fan-out is timed from a loaded plugin, not its compile.
     // (The gauge has a sample, 0 while compiling, from start-up on. An earlier build
@@ -229,8 +242,8 @@ async fn run_case(moto: &moto::Moto, n: usize, concurrency: usize) -> Row {
         )
         .await;
     }
-    let loaded_rss_kib = rss_kib(child.id(), "VmRSS:");
-    log_memory(child.id(), n, "plugin loaded");
+    let loaded_rss_kib = rss_kib(child.0.id(), "VmRSS:");
+    log_memory(child.0.id(), n, "plugin loaded");
     let started = Instant::now();
     api.create(
         CRS,
@@ -251,8 +264,8 @@ async fn run_case(moto: &moto::Moto, n: usize, concurrency: usize) -> Row {
     let to_all_written = started.elapsed();
     assert!(all_written, "timed out waiting for every Secret");
     let count = || api.count(SECRETS, None, |s| s["metadata"]["name"] == "pull");
-    let fanned_out_rss_kib = rss_kib(child.id(), "VmRSS:");
-    log_memory(child.id(), n, "fanned out");
+    let fanned_out_rss_kib = rss_kib(child.0.id(), "VmRSS:");
+    log_memory(child.0.id(), n, "fanned out");
     assert_eq!(count(), n, "only the labelled namespaces");
     wait("status", Duration::from_secs(60), || {
         api.get(CRS, Some("platform"), "pull").unwrap()["status"]["servedNamespaces"] == n
@@ -279,15 +292,15 @@ async fn run_case(moto: &moto::Moto, n: usize, concurrency: usize) -> Row {
     .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let counts = api.counters();
-    let idle_rss_kib = rss_kib(child.id(), "VmRSS:");
-    log_memory(child.id(), n, "idle");
+    let idle_rss_kib = rss_kib(child.0.id(), "VmRSS:");
+    log_memory(child.0.id(), n, "idle");
     let reconciles = scrape_sum(metrics_port, "ecr_token_refresh_reconciles_total");
     let ecr_calls = scrape_sum(metrics_port, "ecr_token_refresh_ecr_requests_total");
-    let peak_rss_kib = rss_kib(child.id(), "VmHWM:");
+    let peak_rss_kib = rss_kib(child.0.id(), "VmHWM:");
     let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status();
-    let _ = child.wait();
+    let _ = child.0.wait();
 
     // The raw writer, on the same stand-in (same latency), into fresh Secrets of its own.
     let targets: Vec<String> = (0..n).map(|i| format!("team-{i:05}")).collect();
