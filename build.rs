@@ -1,6 +1,6 @@
 //! Link-time code layout of the release binary.
 //!
-//! The operator touches about 5 MiB of its 31 MiB of machine code, but before this layout
+//! The operator executes about 5 MiB of its 31 MB of machine code, but before this layout
 //! that code was spread over most of `.text`: every 4 KiB page it touched stayed in its
 //! resident set, and the kernel's fault-around mapped up to 64 KiB of neighbours with it.
 //! `link/symbol-order.txt` lists the functions a profiled run executed (start-up, plugin

@@ -102,9 +102,12 @@ pub(super) fn precompile_in_child(
     });
     let (written, output) = match rx.recv_timeout(timeout) {
         Ok(done) => done,
+        // It finished just as the time ran out: its answer stands.
+        Err(_) if let Ok(done) = rx.try_recv() => done,
         Err(_) => {
-            // SAFETY: kill(2) with a plain pid and signal; the pid is still the child's,
-            // since only `wait_with_output` above reaps it and it has not returned.
+            // SAFETY: kill(2) with a plain pid and signal. The pid is the child's unless
+            // `wait_with_output` reaped it in the instant since `try_recv` above; a reaped
+            // pid is not handed out again until the kernel's pid counter wraps around.
             unsafe {
                 libc::kill(pid as libc::pid_t, libc::SIGKILL);
             }
