@@ -497,3 +497,48 @@ fn plugin_list_shows_source_sha256_hooks_and_state() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resource_created_while_its_plugin_compiles_waits_without_failing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = plugins::wasm("naming-prefix");
+    let config = format!(
+        "plugins:\n  names:\n    path: {}\n    sha256: {}\n    settings: {{prefix: cfg}}\n",
+        path.display(),
+        plugins::sha256_of(&path)
+    );
+    // Registered, and held loading: the reloader that compiles it starts only below.
+    let (policies, reloader) =
+        Policies::start(&registry(dir.path(), &config), HostConfig::default()).unwrap();
+    let policies = Arc::new(policies);
+    let cluster = Cluster::start().await;
+    let running = start_controller_with(
+        cluster.client.clone(),
+        Arc::new(ScriptedTokens::default()),
+        Arc::clone(&policies),
+        fast_settings(),
+    );
+    cluster.apply_sample("r", json!({"policy": {"naming": "names"}}));
+    let c = cluster.wait_ready("r", "False", "PolicyLoading").await;
+    let msg = c["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("\"names\"") && msg.contains("naming"), "{msg}");
+    // Waiting is not failing: no Failed phase, no error, no failure count, no Warning.
+    let status = cluster.cr("r")["status"].clone();
+    assert_ne!(status["phase"], "Failed", "{status:#}");
+    assert!(status["error"].is_null(), "{status:#}");
+    assert!(status["consecutiveFailures"].is_null(), "{status:#}");
+    let note = cluster.wait_event("r", "Normal", "PolicyLoading").await;
+    assert!(note.contains("\"names\""), "{note}");
+    assert!(
+        cluster.events("r").iter().all(|(t, _, _)| t != "Warning"),
+        "{:?}",
+        cluster.events("r")
+    );
+    assert!(secret_names(&cluster).is_empty());
+
+    // The load reconciles it: Ready, under the plugin's name.
+    let _task = reloader.spawn(Arc::clone(&policies));
+    wait_secrets(&cluster, &[&prefixed("cfg")]).await;
+    cluster.wait_ready("r", "True", "TokenRefreshed").await;
+    running.stop().await;
+}

@@ -152,6 +152,12 @@ pub async fn reconcile(cr: Arc<ECRTokenRefresh>, ctx: Arc<Context>) -> Result<Ac
             tracing::info!(plugin = e.plugin(), hook = %e.hook(), "waiting for the policy plugin to load");
             return Ok(Action::await_change());
         }
+        if matches!(e, PolicyError::Loading { .. }) {
+            // Nothing failed: the plugin is being compiled. Its load reconciles this again.
+            outcome("plugin_loading");
+            r.policy_loading(&e).await?;
+            return Ok(Action::await_change());
+        }
         outcome("policy_failed");
         r.policy_failed(&e, None).await?;
         return Ok(Action::await_change());
@@ -797,6 +803,56 @@ impl Reconciler<'_> {
                 self.ctx.metrics.retry(why);
             }
             apply::event(self.ctx, self.cr, true, why, &message, "Reconcile").await;
+        }
+        Ok(())
+    }
+
+    /// A plugin the resource selects is still being compiled (a start-up, or a file just
+    /// dropped into the plugins directory), and none of its Secrets serve yet:
+    /// `Ready=False` with reason `PolicyLoading`, a Normal Event, and nothing counted as a
+    /// failure (no `Failed` phase, no `error`, no consecutive failures). The plugin's load
+    /// reconciles the resource again.
+    async fn policy_loading(&self, e: &PolicyError) -> Result<(), Error> {
+        let previous = self.status();
+        let message = format!(
+            "waiting for policy plugin {:?} ({} hook) to finish compiling; the resource is \
+             reconciled again once it is loaded",
+            e.plugin(),
+            e.hook()
+        );
+        let condition = status::ready_condition(
+            &previous.conditions,
+            false,
+            reason::POLICY_LOADING,
+            &message,
+            self.cr.meta().generation,
+            self.now,
+        );
+        let desired = ECRTokenRefreshStatus {
+            phase: previous.phase.filter(|p| *p != Phase::Failed),
+            error: None,
+            next_refresh_time: None,
+            consecutive_failures: None,
+            conditions: status::with_condition(&previous.conditions, condition),
+            ..previous.clone()
+        };
+        if let Some(patch) = status::patch_between(&previous, &desired) {
+            apply::patch_status(self.ctx, self.cr, patch).await?;
+        }
+        self.ctx.memory.set_failures(&self.owner.uid, 0);
+        tracing::info!(plugin = e.plugin(), hook = %e.hook(), "waiting for the policy plugin to load");
+        let changed = status::ready(&previous)
+            .is_none_or(|c| c.reason != reason::POLICY_LOADING || c.status != "False");
+        if changed {
+            apply::event(
+                self.ctx,
+                self.cr,
+                false,
+                reason::POLICY_LOADING,
+                &message,
+                "Reconcile",
+            )
+            .await;
         }
         Ok(())
     }

@@ -30,6 +30,9 @@ pub mod reason {
     pub const SECRET_CONFLICT: &str = "SecretConflict";
     /// A policy plugin failed or answered outside the guardrails; the message names it.
     pub const POLICY_FAILED: &str = "PolicyFailed";
+    /// A plugin the resource selects is still being compiled; nothing has failed, and its
+    /// load reconciles the resource again.
+    pub const POLICY_LOADING: &str = "PolicyLoading";
     /// The fan-out policy selected no namespace.
     pub const NO_NAMESPACE_SELECTED: &str = "NoNamespaceSelected";
     /// Writing the Secret failed.
