@@ -11,6 +11,7 @@ pub mod controller;
 pub mod crd;
 pub mod ecr;
 pub mod heap;
+pub mod intern;
 pub mod leader;
 pub mod metrics;
 pub mod once;

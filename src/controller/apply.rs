@@ -358,23 +358,21 @@ impl SecretWriter<'_> {
             (_, Ok(written)) => {
                 let meta = &written.metadata;
                 let annotations = meta.annotations.as_ref();
-                let record = Written {
-                    owner_uid: self.owner.uid.clone(),
-                    uid: meta.uid.clone().unwrap_or_default(),
-                    resource_version: meta.resource_version.clone().unwrap_or_default(),
-                    previous_version: previous,
-                    data_hash: annotations
-                        .and_then(|a| a.get(secret::DATA_HASH_ANNOTATION))
-                        .cloned(),
-                    expires_at: annotations
-                        .and_then(|a| a.get(secret::EXPIRES_AT_ANNOTATION))
-                        .and_then(|v| v.parse().ok()),
-                    written_at: Some(std::time::Instant::now()),
-                    deleted: false,
-                };
+                let annotation = |k: &str| annotations.and_then(|a| a.get(k));
+                let record = Written::new(
+                    &self.owner.uid,
+                    meta.uid.as_deref().unwrap_or_default(),
+                    meta.resource_version.as_deref().unwrap_or_default(),
+                )
+                .previous(previous.as_deref())
+                .holding(
+                    annotation(secret::DATA_HASH_ANNOTATION).map(String::as_str),
+                    annotation(secret::EXPIRES_AT_ANNOTATION).and_then(|v| v.parse().ok()),
+                )
+                .at(Some(std::time::Instant::now()));
                 let result = OpResult::Done {
-                    uid: record.uid.clone(),
-                    resource_version: record.resource_version.clone(),
+                    uid: record.uid.to_string(),
+                    resource_version: record.resource_version.to_string(),
                 };
                 memory.record(t.clone(), record);
                 result

@@ -10,6 +10,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
@@ -21,6 +22,7 @@ use kube::runtime::reflector::{Lookup, Store};
 use kube::runtime::watcher::{self, Event};
 
 use super::{Error, PULL_SECRETS_ANNOTATION};
+use crate::intern::intern;
 use crate::secret::{
     DATA_HASH_ANNOTATION, EXPIRES_AT_ANNOTATION, MANAGED_BY_LABEL, OWNER_NAME_ANNOTATION,
     OWNER_NAMESPACE_LABEL, OWNER_UID_LABEL, SecretFacts,
@@ -115,12 +117,14 @@ impl Lookup for SecretFacts {
         Some(Cow::Borrowed(&self.namespace))
     }
 
+    // No resourceVersion or uid: the store's keys would copy them into every key, and
+    // nothing reads them from there (they are in the facts).
     fn resource_version(&self) -> Option<Cow<'_, str>> {
-        Some(Cow::Borrowed(&self.resource_version))
+        None
     }
 
     fn uid(&self) -> Option<Cow<'_, str>> {
-        Some(Cow::Borrowed(&self.uid))
+        None
     }
 }
 
@@ -180,15 +184,17 @@ where
 /// A Namespace as the fan-out candidate cache keeps it: what fan-out plugins see (name,
 /// labels, annotations) and whether it is terminating. Labels and annotations are sorted
 /// pairs, not maps: a map's smallest node is 544 bytes, most Namespaces have one or two
-/// labels, and a cluster may have thousands of Namespaces.
+/// labels, and a cluster may have thousands of Namespaces. Names, keys and values are
+/// [interned](crate::intern): thousands of Namespaces labelled alike share one copy of
+/// each label, and a Namespace's name is shared with the Secrets cached in it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CachedNamespace {
     /// `metadata.name`.
-    pub name: String,
+    pub name: Arc<str>,
     /// `metadata.labels`, sorted by key.
-    pub labels: Box<[(String, String)]>,
+    pub labels: Box<[(Arc<str>, Arc<str>)]>,
     /// `metadata.annotations`, sorted by key.
-    pub annotations: Box<[(String, String)]>,
+    pub annotations: Box<[(Arc<str>, Arc<str>)]>,
     /// Whether `metadata.deletionTimestamp` is set.
     pub terminating: bool,
 }
@@ -199,11 +205,11 @@ impl CachedNamespace {
         let pairs = |m: &Option<BTreeMap<String, String>>| {
             m.iter()
                 .flatten()
-                .map(|(k, v)| (k.clone(), v.clone()))
+                .map(|(k, v)| (intern(k), intern(v)))
                 .collect()
         };
         Self {
-            name: meta.name.clone().unwrap_or_default(),
+            name: intern(meta.name.as_deref().unwrap_or_default()),
             labels: pairs(&meta.labels),
             annotations: pairs(&meta.annotations),
             terminating: meta.deletion_timestamp.is_some(),
@@ -212,13 +218,20 @@ impl CachedNamespace {
 
     /// The labels as a map.
     pub fn label_map(&self) -> BTreeMap<String, String> {
-        self.labels.iter().cloned().collect()
+        to_map(&self.labels)
     }
 
     /// The annotations as a map.
     pub fn annotation_map(&self) -> BTreeMap<String, String> {
-        self.annotations.iter().cloned().collect()
+        to_map(&self.annotations)
     }
+}
+
+fn to_map(pairs: &[(Arc<str>, Arc<str>)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// A [`CachedNamespace`] is cached like a Namespace: by name (cluster-scoped).

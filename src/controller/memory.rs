@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 
 use crate::ecr::{Credentials, EcrError};
+use crate::intern::intern;
 use crate::secret::{SecretMeta, SecretTarget};
 
 /// How long after a write the operator's own record of it stands in for the watch cache
@@ -23,18 +24,21 @@ pub const CACHE_LAG: Duration = Duration::from_secs(10);
 pub const CONTEST_WINDOW: Duration = Duration::from_secs(30);
 
 /// What the operator wrote (or last verified) at one target.
+///
+/// The owner uid and the data hash, the same in every copy of one resource, are
+/// [interned](crate::intern) ([`Written::new`] does it): 5,000 records share one copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Written {
     /// `metadata.uid` of the resource the Secret is for.
-    pub owner_uid: String,
+    pub owner_uid: Arc<str>,
     /// `metadata.uid` of the Secret.
-    pub uid: String,
+    pub uid: Box<str>,
     /// Its `metadata.resourceVersion` after the write.
-    pub resource_version: String,
+    pub resource_version: Box<str>,
     /// Its resourceVersion before the write (what a lagging cache still shows).
-    pub previous_version: Option<String>,
+    pub previous_version: Option<Box<str>>,
     /// The data-hash annotation written.
-    pub data_hash: Option<String>,
+    pub data_hash: Option<Arc<str>>,
     /// The expiry annotation written.
     pub expires_at: Option<Timestamp>,
     /// When it was written; `None` for a record of a Secret found intact.
@@ -44,6 +48,40 @@ pub struct Written {
 }
 
 impl Written {
+    /// A record of the Secret with `uid` at `resource_version` (after the write, or as
+    /// verified), for the resource with `owner_uid`; not seen deleted.
+    pub fn new(owner_uid: &str, uid: &str, resource_version: &str) -> Self {
+        Self {
+            owner_uid: intern(owner_uid),
+            uid: uid.into(),
+            resource_version: resource_version.into(),
+            previous_version: None,
+            data_hash: None,
+            expires_at: None,
+            written_at: None,
+            deleted: false,
+        }
+    }
+
+    /// With the resourceVersion the Secret had before the write.
+    pub fn previous(mut self, previous: Option<&str>) -> Self {
+        self.previous_version = previous.map(Into::into);
+        self
+    }
+
+    /// With the data-hash and expiry annotations written (or found).
+    pub fn holding(mut self, data_hash: Option<&str>, expires_at: Option<Timestamp>) -> Self {
+        self.data_hash = data_hash.map(intern);
+        self.expires_at = expires_at;
+        self
+    }
+
+    /// Written at `at` (`None`: verified, not written).
+    pub fn at(mut self, at: Option<Instant>) -> Self {
+        self.written_at = at;
+        self
+    }
+
     fn fresh(&self) -> bool {
         !self.deleted && self.written_at.is_some_and(|t| t.elapsed() < CACHE_LAG)
     }
@@ -51,11 +89,11 @@ impl Written {
     /// The metadata a write gave the Secret (while the cache has not seen it yet).
     fn as_meta(&self) -> SecretMeta {
         SecretMeta {
-            uid: self.uid.clone(),
-            resource_version: self.resource_version.clone(),
+            uid: self.uid.to_string(),
+            resource_version: self.resource_version.to_string(),
             ours: true,
             metadata_intact: true,
-            data_hash: self.data_hash.clone(),
+            data_hash: self.data_hash.as_deref().map(String::from),
             expires_at: self.expires_at,
             terminating: false,
         }
@@ -179,7 +217,7 @@ impl Memory {
         lock(&self.written)
             .iter()
             .filter(|(_, w)| {
-                w.owner_uid == owner_uid
+                *w.owner_uid == *owner_uid
                     && w.written_at.is_some_and(|t| t.elapsed() < CONTEST_WINDOW)
             })
             .map(|(t, _)| t.clone())
@@ -197,7 +235,7 @@ impl Memory {
     /// Forgets everything about the resource with `uid` and the Secrets written for it.
     pub fn forget_resource(&self, uid: &str) {
         lock(&self.resources).remove(uid);
-        lock(&self.written).retain(|_, w| w.owner_uid != uid);
+        lock(&self.written).retain(|_, w| *w.owner_uid != *uid);
     }
 
     /// Keeps only the resources for which `keep(uid)` holds (the others were deleted).
@@ -219,7 +257,7 @@ impl Memory {
     /// Forgets the record of `target` if it is about the Secret with `uid`.
     pub fn forget_secret_uid(&self, target: &SecretTarget, uid: &str) {
         let mut written = lock(&self.written);
-        if written.get(target).is_some_and(|w| w.uid == uid) {
+        if written.get(target).is_some_and(|w| *w.uid == *uid) {
             written.remove(target);
         }
     }
@@ -228,7 +266,7 @@ impl Memory {
     /// longer stands in for it (it still says the operator wrote it, so its owner is told).
     pub fn mark_deleted(&self, target: &SecretTarget, uid: &str) {
         if let Some(w) = lock(&self.written).get_mut(target)
-            && w.uid == uid
+            && *w.uid == *uid
         {
             w.deleted = true;
         }
@@ -245,7 +283,7 @@ impl Memory {
 
     /// The uid of the resource the operator wrote or verified `target` for, if any.
     pub fn record_owner(&self, target: &SecretTarget) -> Option<String> {
-        lock(&self.written).get(target).map(|w| w.owner_uid.clone())
+        lock(&self.written).get(target).map(|w| w.owner_uid.to_string())
     }
 
     /// Notes that the Secret at `target` is gone, whatever its uid (a relist no longer has it).
@@ -259,7 +297,7 @@ impl Memory {
     pub fn has_record(&self, target: &SecretTarget, owner_uid: &str) -> bool {
         lock(&self.written)
             .get(target)
-            .is_some_and(|w| w.owner_uid == owner_uid)
+            .is_some_and(|w| *w.owner_uid == *owner_uid)
     }
 
     /// Whether a watch event for `target` at `resource_version` is the operator's own write
@@ -267,7 +305,7 @@ impl Memory {
     pub fn is_own_write(&self, target: &SecretTarget, resource_version: &str) -> bool {
         lock(&self.written)
             .get(target)
-            .is_some_and(|w| w.written_at.is_some() && w.resource_version == resource_version)
+            .is_some_and(|w| w.written_at.is_some() && *w.resource_version == *resource_version)
     }
 
     /// What a Secret the cache does not show is, per the record of a write made moments
@@ -275,7 +313,7 @@ impl Memory {
     pub fn just_written(&self, target: &SecretTarget, owner_uid: &str) -> Option<SecretMeta> {
         lock(&self.written)
             .get(target)
-            .filter(|w| w.fresh() && w.owner_uid == owner_uid)
+            .filter(|w| w.fresh() && *w.owner_uid == *owner_uid)
             .map(Written::as_meta)
     }
 
@@ -284,7 +322,7 @@ impl Memory {
     pub fn recent_writes(&self, owner_uid: &str) -> Vec<(SecretTarget, SecretMeta)> {
         lock(&self.written)
             .iter()
-            .filter(|(_, w)| w.owner_uid == owner_uid && w.fresh())
+            .filter(|(_, w)| *w.owner_uid == *owner_uid && w.fresh())
             .map(|(t, w)| (t.clone(), w.as_meta()))
             .collect()
     }
@@ -295,13 +333,13 @@ impl Memory {
     /// With no record yet, the Secret as cached is taken as the baseline.
     pub fn recall(&self, target: &SecretTarget, owner_uid: &str, cached: &SecretMeta) -> Recalled {
         let written = lock(&self.written);
-        let Some(w) = written.get(target).filter(|w| w.owner_uid == owner_uid) else {
+        let Some(w) = written.get(target).filter(|w| *w.owner_uid == *owner_uid) else {
             return Recalled {
                 meta: cached.clone(),
                 edited: false,
             };
         };
-        if w.uid != cached.uid {
+        if *w.uid != *cached.uid {
             // Replaced since: a lagging cache (the old object) within the window, else someone
             // deleted and recreated it.
             if w.fresh() {
@@ -315,7 +353,7 @@ impl Memory {
                 edited: true,
             };
         }
-        if w.resource_version == cached.resource_version {
+        if *w.resource_version == *cached.resource_version {
             return Recalled {
                 meta: cached.clone(),
                 edited: false,
@@ -363,16 +401,10 @@ mod tests {
     }
 
     fn written(rv: &str, previous: Option<&str>, at: Option<Instant>) -> Written {
-        Written {
-            owner_uid: "owner".into(),
-            uid: "s1".into(),
-            resource_version: rv.into(),
-            previous_version: previous.map(str::to_string),
-            data_hash: Some("new".into()),
-            expires_at: None,
-            written_at: at,
-            deleted: false,
-        }
+        Written::new("owner", "s1", rv)
+            .previous(previous)
+            .holding(Some("new"), None)
+            .at(at)
     }
 
     #[test]

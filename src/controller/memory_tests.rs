@@ -51,16 +51,10 @@ fn long_ago() -> Instant {
 /// A record by `owner` of the Secret `uid` at `rv` (before: `previous`), written at `at`
 /// (`None`: verified, not written).
 fn write(owner: &str, uid: &str, rv: &str, previous: Option<&str>, at: Option<Instant>) -> Written {
-    Written {
-        owner_uid: owner.into(),
-        uid: uid.into(),
-        resource_version: rv.into(),
-        previous_version: previous.map(str::to_string),
-        data_hash: Some("written-hash".into()),
-        expires_at: Some(expiry()),
-        written_at: at,
-        deleted: false,
-    }
+    Written::new(owner, uid, rv)
+        .previous(previous)
+        .holding(Some("written-hash"), Some(expiry()))
+        .at(at)
 }
 
 /// The metadata a fresh record stands in with.

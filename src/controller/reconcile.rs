@@ -584,16 +584,8 @@ impl Reconciler<'_> {
             if recalled.meta.resource_version == meta.resource_version {
                 self.ctx.memory.record(
                     t.target.clone(),
-                    Written {
-                        owner_uid: self.owner.uid.clone(),
-                        uid: meta.uid.clone(),
-                        resource_version: meta.resource_version.clone(),
-                        previous_version: None,
-                        data_hash: meta.data_hash.clone(),
-                        expires_at: meta.expires_at,
-                        written_at: None,
-                        deleted: false,
-                    },
+                    Written::new(&self.owner.uid, &meta.uid, &meta.resource_version)
+                        .holding(meta.data_hash.as_deref(), meta.expires_at),
                 );
             }
         }

@@ -60,7 +60,7 @@ pub fn candidates(
     fanout_sources: &BTreeSet<String>,
 ) -> (Vec<NamespaceInfo>, AllowedNamespaces) {
     let info = |ns: &CachedNamespace| NamespaceInfo {
-        name: ns.name.clone(),
+        name: ns.name.to_string(),
         labels: ns.label_map(),
         annotations: ns.annotation_map(),
     };
@@ -76,7 +76,7 @@ pub fn candidates(
                 .and_then(|all| {
                     all.iter()
                         .filter(live)
-                        .find(|ns| ns.name == own)
+                        .find(|ns| *ns.name == *own)
                         .map(|ns| info(ns))
                 })
                 .unwrap_or_else(|| NamespaceInfo::named(own));
@@ -96,7 +96,7 @@ mod tests {
     fn ns(name: &str, terminating: bool) -> Arc<CachedNamespace> {
         Arc::new(CachedNamespace {
             name: name.into(),
-            labels: Box::new([("team".to_string(), name.to_string())]),
+            labels: Box::new([("team".into(), name.into())]),
             terminating,
             ..Default::default()
         })
