@@ -56,7 +56,11 @@ pub fn intern_opt(s: Option<&str>) -> Option<Arc<str>> {
 
 /// How many strings the table holds (tests).
 pub fn table_len() -> usize {
-    TABLE.lock().unwrap_or_else(|p| p.into_inner()).strings.len()
+    TABLE
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .strings
+        .len()
 }
 
 #[cfg(test)]

@@ -283,7 +283,9 @@ impl Memory {
 
     /// The uid of the resource the operator wrote or verified `target` for, if any.
     pub fn record_owner(&self, target: &SecretTarget) -> Option<String> {
-        lock(&self.written).get(target).map(|w| w.owner_uid.to_string())
+        lock(&self.written)
+            .get(target)
+            .map(|w| w.owner_uid.to_string())
     }
 
     /// Notes that the Secret at `target` is gone, whatever its uid (a relist no longer has it).
