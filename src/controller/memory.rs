@@ -4,7 +4,9 @@
 //! Both maps are bounded by what the operator owns: entries are added only for resources it
 //! reconciles and Secrets it wrote (or verified), and removed when those go away.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -134,11 +136,86 @@ struct ResourceMemory {
     contested_until: Option<Instant>,
 }
 
+/// The key of a Secret record: its namespace and name, [interned](crate::intern) (the
+/// namespace is shared with the caches, the name with every copy of the same resource).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RecordKey {
+    namespace: Arc<str>,
+    name: Arc<str>,
+}
+
+impl RecordKey {
+    fn of(target: &SecretTarget) -> Self {
+        Self {
+            namespace: intern(&target.namespace),
+            name: intern(&target.name),
+        }
+    }
+
+    fn target(&self) -> SecretTarget {
+        SecretTarget {
+            namespace: self.namespace.to_string(),
+            name: self.name.to_string(),
+        }
+    }
+}
+
+/// A namespace and name, however held: records are keyed by [`RecordKey`] and looked up
+/// by `&SecretTarget` without building a key (the usual `Borrow<dyn Trait>` way to look
+/// up a map by a second key type).
+trait TargetParts {
+    fn parts(&self) -> (&str, &str);
+}
+
+impl TargetParts for RecordKey {
+    fn parts(&self) -> (&str, &str) {
+        (&self.namespace, &self.name)
+    }
+}
+
+impl TargetParts for SecretTarget {
+    fn parts(&self) -> (&str, &str) {
+        (&self.namespace, &self.name)
+    }
+}
+
+impl<'a> Borrow<dyn TargetParts + 'a> for RecordKey {
+    fn borrow(&self) -> &(dyn TargetParts + 'a) {
+        self
+    }
+}
+
+impl Hash for dyn TargetParts + '_ {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.parts().hash(state);
+    }
+}
+
+impl PartialEq for dyn TargetParts + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn TargetParts + '_ {}
+
+/// Hashes as its parts, like `dyn TargetParts` (which `Borrow` requires).
+impl Hash for RecordKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.parts().hash(state);
+    }
+}
+
+/// `target` as a map key of the record map.
+fn key(target: &SecretTarget) -> &dyn TargetParts {
+    target
+}
+
 /// The controller's memory. Cheap to share behind an `Arc`.
 #[derive(Debug, Default)]
 pub struct Memory {
     resources: Mutex<HashMap<String, ResourceMemory>>,
-    written: Mutex<HashMap<SecretTarget, Written>>,
+    written: Mutex<HashMap<RecordKey, Written>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -220,7 +297,7 @@ impl Memory {
                 *w.owner_uid == *owner_uid
                     && w.written_at.is_some_and(|t| t.elapsed() < CONTEST_WINDOW)
             })
-            .map(|(t, _)| t.clone())
+            .map(|(k, _)| k.target())
             .collect()
     }
 
@@ -246,26 +323,26 @@ impl Memory {
 
     /// Records a write (or a verification, with `written_at: None`).
     pub fn record(&self, target: SecretTarget, written: Written) {
-        lock(&self.written).insert(target, written);
+        lock(&self.written).insert(RecordKey::of(&target), written);
     }
 
     /// Forgets the record of `target` (deleted by the operator, or seen deleted).
     pub fn forget_secret(&self, target: &SecretTarget) {
-        lock(&self.written).remove(target);
+        lock(&self.written).remove(key(target));
     }
 
     /// Forgets the record of `target` if it is about the Secret with `uid`.
     pub fn forget_secret_uid(&self, target: &SecretTarget, uid: &str) {
         let mut written = lock(&self.written);
-        if written.get(target).is_some_and(|w| *w.uid == *uid) {
-            written.remove(target);
+        if written.get(key(target)).is_some_and(|w| *w.uid == *uid) {
+            written.remove(key(target));
         }
     }
 
     /// Notes that the watch saw the Secret with `uid` at `target` deleted: the record no
     /// longer stands in for it (it still says the operator wrote it, so its owner is told).
     pub fn mark_deleted(&self, target: &SecretTarget, uid: &str) {
-        if let Some(w) = lock(&self.written).get_mut(target)
+        if let Some(w) = lock(&self.written).get_mut(key(target))
             && *w.uid == *uid
         {
             w.deleted = true;
@@ -277,20 +354,20 @@ impl Memory {
         lock(&self.written)
             .iter()
             .filter(|(_, w)| !w.deleted)
-            .map(|(t, _)| t.clone())
+            .map(|(k, _)| k.target())
             .collect()
     }
 
     /// The uid of the resource the operator wrote or verified `target` for, if any.
     pub fn record_owner(&self, target: &SecretTarget) -> Option<String> {
         lock(&self.written)
-            .get(target)
+            .get(key(target))
             .map(|w| w.owner_uid.to_string())
     }
 
     /// Notes that the Secret at `target` is gone, whatever its uid (a relist no longer has it).
     pub fn mark_gone(&self, target: &SecretTarget) {
-        if let Some(w) = lock(&self.written).get_mut(target) {
+        if let Some(w) = lock(&self.written).get_mut(key(target)) {
             w.deleted = true;
         }
     }
@@ -298,7 +375,7 @@ impl Memory {
     /// Whether the operator wrote or verified `target` for the resource with `owner_uid`.
     pub fn has_record(&self, target: &SecretTarget, owner_uid: &str) -> bool {
         lock(&self.written)
-            .get(target)
+            .get(key(target))
             .is_some_and(|w| *w.owner_uid == *owner_uid)
     }
 
@@ -306,7 +383,7 @@ impl Memory {
     /// coming back (so it triggers nothing).
     pub fn is_own_write(&self, target: &SecretTarget, resource_version: &str) -> bool {
         lock(&self.written)
-            .get(target)
+            .get(key(target))
             .is_some_and(|w| w.written_at.is_some() && *w.resource_version == *resource_version)
     }
 
@@ -314,7 +391,7 @@ impl Memory {
     /// ago (within [`CACHE_LAG`]).
     pub fn just_written(&self, target: &SecretTarget, owner_uid: &str) -> Option<SecretMeta> {
         lock(&self.written)
-            .get(target)
+            .get(key(target))
             .filter(|w| w.fresh() && *w.owner_uid == *owner_uid)
             .map(Written::as_meta)
     }
@@ -325,7 +402,7 @@ impl Memory {
         lock(&self.written)
             .iter()
             .filter(|(_, w)| *w.owner_uid == *owner_uid && w.fresh())
-            .map(|(t, w)| (t.clone(), w.as_meta()))
+            .map(|(k, w)| (k.target(), w.as_meta()))
             .collect()
     }
 
@@ -335,7 +412,10 @@ impl Memory {
     /// With no record yet, the Secret as cached is taken as the baseline.
     pub fn recall(&self, target: &SecretTarget, owner_uid: &str, cached: &SecretMeta) -> Recalled {
         let written = lock(&self.written);
-        let Some(w) = written.get(target).filter(|w| *w.owner_uid == *owner_uid) else {
+        let Some(w) = written
+            .get(key(target))
+            .filter(|w| *w.owner_uid == *owner_uid)
+        else {
             return Recalled {
                 meta: cached.clone(),
                 edited: false,
@@ -407,6 +487,34 @@ mod tests {
             .previous(previous)
             .holding(Some("new"), None)
             .at(at)
+    }
+
+    #[test]
+    fn records_are_found_by_any_equal_target_and_share_interned_names() {
+        let m = Memory::default();
+        m.record(target(), written("7", None, Some(Instant::now())));
+        // Another allocation of the same target finds it; another name does not.
+        let again = SecretTarget {
+            namespace: String::from("apps"),
+            name: "creds".to_string(),
+        };
+        assert!(m.has_record(&again, "owner"));
+        assert!(m.is_own_write(&again, "7"));
+        let other = SecretTarget {
+            namespace: "apps".into(),
+            name: "other".into(),
+        };
+        assert!(!m.has_record(&other, "owner"));
+        assert_eq!(m.targets(), vec![target()]);
+        // The key holds the shared copies of its names.
+        {
+            let written = lock(&m.written);
+            let (k, _) = written.iter().next().unwrap();
+            assert!(Arc::ptr_eq(&k.namespace, &intern("apps")));
+            assert!(Arc::ptr_eq(&k.name, &intern("creds")));
+        }
+        m.forget_secret(&again);
+        assert_eq!(m.sizes().1, 0);
     }
 
     #[test]
