@@ -8,19 +8,17 @@
 //! metadata but its [`SecretFacts`] ([`cache_secrets`]): at 5,000 Secrets the maps of
 //! labels and annotations alone would be about 5 MB.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
-use kube::Resource;
 use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::store::Writer;
-use kube::runtime::reflector::{Lookup, Store};
+use kube::runtime::reflector::Store as KubeStore;
 use kube::runtime::watcher::{self, Event};
 
+use super::store::{ObjectKey, Store, Writer};
 use super::{Error, PULL_SECRETS_ANNOTATION};
 use crate::intern::intern;
 use crate::secret::{
@@ -38,7 +36,7 @@ pub struct Caches {
     /// namespace: it cannot fan out.
     pub namespaces: Option<Store<CachedNamespace>>,
     /// ServiceAccounts, cut down to their names, `imagePullSecrets` and our annotation.
-    pub service_accounts: Store<ServiceAccount>,
+    pub service_accounts: KubeStore<ServiceAccount>,
     ready: tokio::sync::watch::Receiver<bool>,
 }
 
@@ -51,7 +49,7 @@ impl Caches {
     pub fn new(
         secrets: Store<SecretFacts>,
         namespaces: Option<Store<CachedNamespace>>,
-        service_accounts: Store<ServiceAccount>,
+        service_accounts: KubeStore<ServiceAccount>,
     ) -> Self {
         let (tx, ready) = tokio::sync::watch::channel(false);
         let (s, n, a) = (
@@ -90,41 +88,9 @@ impl Caches {
 }
 
 /// A [`SecretFacts`] is cached like the Secret it describes: keyed by namespace and name.
-impl Lookup for SecretFacts {
-    type DynamicType = ();
-
-    fn kind(dyntype: &()) -> Cow<'_, str> {
-        <Secret as Resource>::kind(dyntype)
-    }
-
-    fn group(dyntype: &()) -> Cow<'_, str> {
-        <Secret as Resource>::group(dyntype)
-    }
-
-    fn version(dyntype: &()) -> Cow<'_, str> {
-        <Secret as Resource>::version(dyntype)
-    }
-
-    fn plural(dyntype: &()) -> Cow<'_, str> {
-        <Secret as Resource>::plural(dyntype)
-    }
-
-    fn name(&self) -> Option<Cow<'_, str>> {
-        Some(Cow::Borrowed(&self.name))
-    }
-
-    fn namespace(&self) -> Option<Cow<'_, str>> {
-        Some(Cow::Borrowed(&self.namespace))
-    }
-
-    // No resourceVersion or uid: the store's keys would copy them into every key, and
-    // nothing reads them from there (they are in the facts).
-    fn resource_version(&self) -> Option<Cow<'_, str>> {
-        None
-    }
-
-    fn uid(&self) -> Option<Cow<'_, str>> {
-        None
+impl ObjectKey for SecretFacts {
+    fn key(&self) -> (&str, &str) {
+        (&self.namespace, &self.name)
     }
 }
 
@@ -164,12 +130,12 @@ fn cache_as<K, C, S>(
 ) -> impl Stream<Item = watcher::Result<Event<K>>> + Send
 where
     S: Stream<Item = watcher::Result<Event<K>>> + Send,
-    C: Lookup<DynamicType = ()> + Clone + Send + Sync + 'static,
+    C: ObjectKey + Send + Sync + 'static,
     K: Send,
 {
     events.map(move |event| {
         if let Ok(event) = &event {
-            writer.apply_watcher_event(&match event {
+            writer.apply(match event {
                 Event::Init => Event::Init,
                 Event::InitApply(o) => Event::InitApply(cached(o)),
                 Event::InitDone => Event::InitDone,
@@ -235,39 +201,9 @@ fn to_map(pairs: &[(Arc<str>, Arc<str>)]) -> BTreeMap<String, String> {
 }
 
 /// A [`CachedNamespace`] is cached like a Namespace: by name (cluster-scoped).
-impl Lookup for CachedNamespace {
-    type DynamicType = ();
-
-    fn kind(dyntype: &()) -> Cow<'_, str> {
-        <Namespace as Resource>::kind(dyntype)
-    }
-
-    fn group(dyntype: &()) -> Cow<'_, str> {
-        <Namespace as Resource>::group(dyntype)
-    }
-
-    fn version(dyntype: &()) -> Cow<'_, str> {
-        <Namespace as Resource>::version(dyntype)
-    }
-
-    fn plural(dyntype: &()) -> Cow<'_, str> {
-        <Namespace as Resource>::plural(dyntype)
-    }
-
-    fn name(&self) -> Option<Cow<'_, str>> {
-        Some(Cow::Borrowed(&self.name))
-    }
-
-    fn namespace(&self) -> Option<Cow<'_, str>> {
-        None
-    }
-
-    fn resource_version(&self) -> Option<Cow<'_, str>> {
-        None
-    }
-
-    fn uid(&self) -> Option<Cow<'_, str>> {
-        None
+impl ObjectKey for CachedNamespace {
+    fn key(&self) -> (&str, &str) {
+        ("", &self.name)
     }
 }
 
@@ -417,7 +353,6 @@ mod tests {
 
     #[tokio::test]
     async fn the_secret_cache_keeps_facts_and_passes_every_event_on() {
-        use kube::runtime::reflector::{self, ObjectRef};
         let secret = |name: &str, rv: &str, hash: &str| {
             let mut s = PartialObjectMeta::<Secret> {
                 metadata: ObjectMeta {
@@ -442,7 +377,7 @@ mod tests {
             strip_secret(&mut s);
             s
         };
-        let (store, writer) = reflector::store::<SecretFacts>();
+        let (store, writer) = super::super::store::store::<SecretFacts>();
         let events = vec![
             Event::Init,
             Event::InitApply(secret("a", "1", "h1")),
@@ -465,7 +400,7 @@ mod tests {
         assert_eq!(passed, sent);
 
         assert_eq!(store.state().len(), 1);
-        let a = store.get(&ObjectRef::new("a").within("team-a")).unwrap();
+        let a = store.get(&("team-a", "a")).unwrap();
         let owner = crate::secret::Owner {
             name: "pull".into(),
             namespace: "platform".into(),
@@ -479,7 +414,7 @@ mod tests {
             meta,
             crate::secret::SecretMeta::read(&secret("a", "3", "h3").metadata, &owner)
         );
-        assert!(store.get(&ObjectRef::new("b").within("team-a")).is_none());
+        assert!(store.get(&("team-a", "b")).is_none());
 
         // Another copy of the same resource shares one heap copy of every string copies
         // repeat (what keeps 5,000 copies small).
@@ -498,7 +433,6 @@ mod tests {
     #[tokio::test]
     async fn the_namespace_cache_keeps_names_labels_annotations_and_termination() {
         use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-        use kube::runtime::reflector::{self, ObjectRef};
         let ns = |name: &str, terminating: bool| PartialObjectMeta::<Namespace> {
             metadata: ObjectMeta {
                 name: Some(name.into()),
@@ -514,7 +448,7 @@ mod tests {
             },
             ..Default::default()
         };
-        let (store, writer) = reflector::store::<CachedNamespace>();
+        let (store, writer) = super::super::store::store::<CachedNamespace>();
         let events = vec![
             Event::Init,
             Event::InitApply(ns("team-a", false)),
@@ -528,7 +462,7 @@ mod tests {
             .await;
         assert_eq!(passed.len(), 6);
         assert_eq!(store.state().len(), 1);
-        let b = store.get(&ObjectRef::new("team-b")).unwrap();
+        let b = store.get(&("", "team-b")).unwrap();
         assert_eq!(
             *b,
             CachedNamespace {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 
+use super::store::ObjectKey;
 use crate::ecr::{Credentials, EcrError};
 use crate::intern::intern;
 use crate::secret::{SecretMeta, SecretTarget};
@@ -160,54 +161,29 @@ impl RecordKey {
     }
 }
 
-/// A namespace and name, however held: records are keyed by [`RecordKey`] and looked up
-/// by `&SecretTarget` without building a key (the usual `Borrow<dyn Trait>` way to look
-/// up a map by a second key type).
-trait TargetParts {
-    fn parts(&self) -> (&str, &str);
-}
-
-impl TargetParts for RecordKey {
-    fn parts(&self) -> (&str, &str) {
+/// Records are keyed by [`RecordKey`] and looked up by `&SecretTarget` without building
+/// a key (the usual `Borrow<dyn Trait>` way to look up a map by a second key type).
+impl ObjectKey for RecordKey {
+    fn key(&self) -> (&str, &str) {
         (&self.namespace, &self.name)
     }
 }
 
-impl TargetParts for SecretTarget {
-    fn parts(&self) -> (&str, &str) {
-        (&self.namespace, &self.name)
-    }
-}
-
-impl<'a> Borrow<dyn TargetParts + 'a> for RecordKey {
-    fn borrow(&self) -> &(dyn TargetParts + 'a) {
+impl<'a> Borrow<dyn ObjectKey + 'a> for RecordKey {
+    fn borrow(&self) -> &(dyn ObjectKey + 'a) {
         self
     }
 }
 
-impl Hash for dyn TargetParts + '_ {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.parts().hash(state);
-    }
-}
-
-impl PartialEq for dyn TargetParts + '_ {
-    fn eq(&self, other: &Self) -> bool {
-        self.parts() == other.parts()
-    }
-}
-
-impl Eq for dyn TargetParts + '_ {}
-
-/// Hashes as its parts, like `dyn TargetParts` (which `Borrow` requires).
+/// Hashes as its key, like `dyn ObjectKey` (which `Borrow` requires).
 impl Hash for RecordKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.parts().hash(state);
+        self.key().hash(state);
     }
 }
 
-/// `target` as a map key of the record map.
-fn key(target: &SecretTarget) -> &dyn TargetParts {
+/// `target` as a key of the record map.
+fn key(target: &SecretTarget) -> &dyn ObjectKey {
     target
 }
 

@@ -21,6 +21,7 @@ mod reconcile;
 pub mod schedule;
 pub mod settle;
 pub mod status;
+pub mod store;
 pub mod targets;
 pub mod throttle;
 mod triggers;
@@ -397,7 +398,7 @@ pub async fn run_with(
 
     // Managed Secrets: a metadata-only watch of labelled Secrets (of every format) feeds
     // the cache reconciles read and the trigger that repairs a deleted or edited Secret.
-    let (secret_store, secret_writer) = reflector::store::<SecretFacts>();
+    let (secret_store, secret_writer) = store::store::<SecretFacts>();
     let secret_events = caches::cache_secrets(
         watches::scoped(
             &client,
@@ -414,7 +415,7 @@ pub async fn run_with(
     let secret_events = log_errors(secret_events, "secrets");
     // Namespaces (metadata only, cluster-scoped) are the fan-out candidates; only a
     // cluster-wide operator can fan out, and only it watches them.
-    let (ns_store, ns_writer) = reflector::store();
+    let (ns_store, ns_writer) = store::store();
     let ns_api: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
     let ns_events = caches::cache_namespaces(
         watcher::watcher(ns_api, watcher::Config::default().any_semantic())
@@ -521,7 +522,7 @@ async fn check_crd(client: &Client, namespaces: &[String]) -> Result<(), StartEr
 /// Wait for [`Caches::ready`] before reconciling.
 pub fn pass_caches(client: &Client, settings: &Settings) -> (Caches, AbortOnDrop) {
     let namespaces = &settings.namespaces;
-    let (secret_store, secret_writer) = reflector::store::<SecretFacts>();
+    let (secret_store, secret_writer) = store::store::<SecretFacts>();
     let secrets = caches::cache_secrets(
         watches::scoped(
             client,
@@ -543,7 +544,7 @@ pub fn pass_caches(client: &Client, settings: &Settings) -> (Caches, AbortOnDrop
     let sas = log_errors(sas, "serviceaccounts").map(|_| ());
     let mut streams = vec![secrets.boxed(), sas.boxed()];
     let ns_store = settings.cluster_wide().then(|| {
-        let (ns_store, ns_writer) = reflector::store();
+        let (ns_store, ns_writer) = store::store();
         let ns_api: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
         let events = caches::cache_namespaces(
             watcher::watcher(ns_api, watcher::Config::default().any_semantic())

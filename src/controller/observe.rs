@@ -9,7 +9,6 @@ use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::ObjectRef;
 
 use super::apply::added_pull_secrets;
 use super::plan::{Found, Input, Resource, ServiceAccountView, Stale, Target};
@@ -192,10 +191,7 @@ async fn verify_first_sight(ctx: &Context, owner: &Owner, observed: &mut [Target
 /// operator's own writes decide; without caches, a metadata-only GET.
 async fn find(ctx: &Context, owner: &Owner, target: &SecretTarget) -> Result<Found, Error> {
     let cached: Option<SecretMeta> = match &ctx.caches {
-        Some(caches) => caches
-            .secrets
-            .get(&ObjectRef::new(&target.name).within(&target.namespace))
-            .map(|s| s.relative_to(owner)),
+        Some(caches) => caches.secrets.get(target).map(|s| s.relative_to(owner)),
         None => {
             let api: Api<PartialObjectMeta<Secret>> =
                 Api::namespaced(ctx.client.clone(), &target.namespace);

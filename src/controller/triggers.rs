@@ -99,7 +99,7 @@ pub type ChangedSecrets =
 /// (after a 410 Gone or a reconnection), every Secret the operator wrote that the new list
 /// no longer has — deleted while the watch was down, which no event reports.
 pub fn secret_changes(
-    store: Store<SecretFacts>,
+    store: super::store::Store<SecretFacts>,
     memory: Arc<Memory>,
 ) -> impl FnMut(SecretEvent) -> ChangedSecrets + Send + 'static {
     move |event| {
@@ -118,11 +118,7 @@ pub fn secret_changes(
             Ok(Event::InitDone) => memory
                 .targets()
                 .into_iter()
-                .filter(|t| {
-                    store
-                        .get(&ObjectRef::new(&t.name).within(&t.namespace))
-                        .is_none()
-                })
+                .filter(|t| store.get(t).is_none())
                 .map(|t| {
                     memory.mark_gone(&t);
                     let mut gone = PartialObjectMeta::<Secret>::default();
