@@ -58,6 +58,10 @@ enum Command {
         /// Largest component accepted, in bytes (the operator's `policy.max_component_bytes`).
         #[arg(long, value_name = "BYTES")]
         max_bytes: u64,
+        /// Most memory this process may use, in bytes (`RLIMIT_DATA`; the operator's
+        /// `policy.compile_memory_bytes`). Unset: no limit of its own.
+        #[arg(long, value_name = "BYTES")]
+        max_memory: Option<u64>,
     },
 }
 
@@ -135,7 +139,16 @@ async fn main() -> anyhow::Result<ExitCode> {
             compile_plugins_in_child_process();
             return once(args.config.load()?.config, args.next_run_in).await;
         }
-        Command::CompilePlugin { max_bytes } => {
+        Command::CompilePlugin {
+            max_bytes,
+            max_memory,
+        } => {
+            if let Some(limit) = max_memory
+                && let Err(e) = ecr_token_refresh::policy::compiler::limit_memory(limit)
+            {
+                eprintln!("cannot limit the compiler's memory to {limit} bytes: {e}");
+                return Ok(ExitCode::FAILURE);
+            }
             let result = ecr_token_refresh::policy::compile_plugin(
                 std::io::stdin().lock(),
                 std::io::stdout().lock(),

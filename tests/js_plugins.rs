@@ -459,3 +459,37 @@ fn the_default_pool_holds_as_many_js_instances_as_it_allows_instances() {
         sessions.push(s);
     }
 }
+
+/// The operator's compiler child (`compile-plugin --max-memory`) on the largest example:
+/// within the default limit it compiles; under the smallest limit the config accepts
+/// (64 MiB; compiling it peaks near 100 MiB) the allocation that crosses the limit fails
+/// and the child ends with the runtime's message, which the operator reports as
+/// `policy.compile_memory_bytes`.
+#[test]
+fn the_compiler_child_keeps_to_its_memory_limit() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let wasm = std::fs::read(js_wasm("fanout-label")).unwrap();
+    let compile = |limit: u64| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ecr-token-refresh"))
+            .args(["compile-plugin", "--max-bytes", "33554432", "--max-memory"])
+            .arg(limit.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&wasm).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            out.stdout.len(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, artifact, err) = compile(HostConfig::default().compile_memory_bytes);
+    assert!(ok && artifact > 0, "{err}");
+    let (ok, artifact, err) = compile(ecr_token_refresh::policy::MIN_COMPILE_MEMORY);
+    assert!(!ok && artifact == 0);
+    assert!(err.contains("memory allocation of"), "{err}");
+}

@@ -8,7 +8,9 @@
 //! The host loads the artifact with [`Component::deserialize`]; all of the compiler's
 //! memory goes with the child, and a component that crashes the compiler or keeps it
 //! busy past [`COMPILE_TIMEOUT`] (the child is killed) fails its own load instead of
-//! taking the operator with it. The child has no memory limit of its own.
+//! taking the operator with it. The child limits its own memory
+//! ([`limit_memory`], `policy.compile_memory_bytes`): a component whose compilation needs
+//! more fails its load with a message naming the limit.
 //!
 //! The operator's `run` and `once` turn this on ([`compile_in_child_process`]); elsewhere
 //! (tests, `plugin test`, `render`) components compile in process. An executable that
@@ -65,24 +67,51 @@ pub fn precompile(config: &wasmtime::Config, bytes: &[u8]) -> Result<Vec<u8>, St
 /// in a release build; a component that keeps the compiler busy for minutes is refused.
 pub const COMPILE_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// Runs `program` [`COMPILE_SUBCOMMAND`] `--max-bytes <max_bytes>` with `bytes` on its
-/// stdin and returns what it printed on stdout (the artifact). A child still running
-/// after `timeout` is killed.
+/// What the Rust runtime prints when an allocation fails (then it aborts): in a compiler
+/// child, its memory limit was reached.
+const ALLOCATION_FAILED: &str = "memory allocation of";
+
+/// Limits this process's memory to `bytes` (`RLIMIT_DATA`: its heap and private writable
+/// mappings, thread stacks included); an allocation beyond it fails and the process
+/// aborts. For the [`COMPILE_SUBCOMMAND`], before it reads the component.
+///
+/// # Errors
+/// The OS error when the limit cannot be set.
+pub fn limit_memory(bytes: u64) -> std::io::Result<()> {
+    let limit = libc::rlimit {
+        rlim_cur: bytes as libc::rlim_t,
+        rlim_max: bytes as libc::rlim_t,
+    };
+    // SAFETY: setrlimit(2) reads the struct passed by reference and changes only this
+    // process's own limit.
+    if unsafe { libc::setrlimit(libc::RLIMIT_DATA, &limit) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Runs `program` [`COMPILE_SUBCOMMAND`] `--max-bytes <max_bytes> --max-memory
+/// <max_memory>` with `bytes` on its stdin and returns what it printed on stdout (the
+/// artifact). A child still running after `timeout` is killed.
 ///
 /// # Errors
 /// [`ChildError::Spawn`] when the program cannot be started (the caller compiles in
 /// process instead); [`ChildError::Failed`] with its stderr, or how it ended, when it did
-/// not succeed or took longer than `timeout`.
+/// not succeed or took longer than `timeout`; one that ran out of `max_memory` says so.
 pub(super) fn precompile_in_child(
     program: &Path,
     bytes: &[u8],
     max_bytes: u64,
+    max_memory: u64,
     timeout: Duration,
 ) -> Result<Vec<u8>, ChildError> {
     let mut child = Command::new(program)
         .arg(COMPILE_SUBCOMMAND)
         .arg("--max-bytes")
         .arg(max_bytes.to_string())
+        .arg("--max-memory")
+        .arg(max_memory.to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -125,6 +154,12 @@ pub(super) fn precompile_in_child(
     }
     let stderr = String::from_utf8_lossy(&output.stderr);
     let message = stderr.trim();
+    if message.contains(ALLOCATION_FAILED) {
+        return Err(ChildError::Failed(format!(
+            "compiling the component needs more memory than the compiler process may use \
+             ({max_memory} bytes, policy.compile_memory_bytes)"
+        )));
+    }
     Err(ChildError::Failed(match (message.is_empty(), written) {
         (false, _) => message.to_string(),
         (true, Err(e)) => format!("the compiler process did not read the component: {e}"),
@@ -184,8 +219,14 @@ mod tests {
     fn a_compiler_that_never_finishes_is_stopped_at_the_timeout() {
         let dir = tempfile::tempdir().unwrap();
         let hung = script(dir.path(), "exec sleep 600");
-        let err =
-            precompile_in_child(&hung, b"component", 100, Duration::from_millis(200)).unwrap_err();
+        let err = precompile_in_child(
+            &hung,
+            b"component",
+            100,
+            1 << 30,
+            Duration::from_millis(200),
+        )
+        .unwrap_err();
         assert_eq!(
             err,
             ChildError::Failed(
@@ -199,23 +240,42 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let loud = script(dir.path(), "cat >/dev/null; echo 'no good' >&2; exit 3");
         assert_eq!(
-            precompile_in_child(&loud, b"component", 100, COMPILE_TIMEOUT),
+            precompile_in_child(&loud, b"component", 100, 1 << 30, COMPILE_TIMEOUT),
             Err(ChildError::Failed("no good".into()))
         );
         let quiet = script(dir.path(), "cat >/dev/null; exit 3");
         let Err(ChildError::Failed(msg)) =
-            precompile_in_child(&quiet, b"component", 100, COMPILE_TIMEOUT)
+            precompile_in_child(&quiet, b"component", 100, 1 << 30, COMPILE_TIMEOUT)
         else {
             panic!("a failing compiler succeeded");
         };
         assert!(msg.contains("exit status: 3"), "{msg}");
         let ok = script(dir.path(), "cat; printf artifact");
         assert_eq!(
-            precompile_in_child(&ok, b"component-", 100, COMPILE_TIMEOUT),
+            precompile_in_child(&ok, b"component-", 100, 1 << 30, COMPILE_TIMEOUT),
             Ok(b"component-artifact".to_vec())
         );
+        // Out of memory: the runtime's message, read as the limit it is.
+        let starved = script(
+            dir.path(),
+            "cat >/dev/null; echo 'memory allocation of 147472 bytes failed' >&2; kill -ABRT $$",
+        );
+        assert_eq!(
+            precompile_in_child(&starved, b"component", 100, 1 << 30, COMPILE_TIMEOUT),
+            Err(ChildError::Failed(
+                "compiling the component needs more memory than the compiler process may use \
+                 (1073741824 bytes, policy.compile_memory_bytes)"
+                    .into()
+            ))
+        );
         assert!(matches!(
-            precompile_in_child(&dir.path().join("missing"), b"", 100, COMPILE_TIMEOUT),
+            precompile_in_child(
+                &dir.path().join("missing"),
+                b"",
+                100,
+                1 << 30,
+                COMPILE_TIMEOUT
+            ),
             Err(ChildError::Spawn(_))
         ));
     }

@@ -368,6 +368,7 @@ impl PluginHost {
                 program,
                 bytes,
                 max_bytes,
+                self.config.compile_memory_bytes,
                 compiler::COMPILE_TIMEOUT,
             ) {
                 Ok(artifact) => (artifact, "child process"),

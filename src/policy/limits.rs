@@ -86,6 +86,13 @@ pub struct HostConfig {
     /// Largest component file accepted, in bytes; a larger one is refused
     /// before it is read or compiled. Default 32 MiB.
     pub max_component_bytes: u64,
+    /// Most memory the process that compiles a component may use, in bytes
+    /// (its `RLIMIT_DATA`: heap and private writable mappings, thread stacks
+    /// included). A component that needs more fails its own load, naming this
+    /// limit. Applies where the operator compiles in a child process of itself
+    /// (`run`, `once` on Linux). Default 1 GiB; compiling the 1.6 MB JavaScript
+    /// example peaks near 100 MiB.
+    pub compile_memory_bytes: u64,
     /// Where compiled components are kept across restarts (e.g. an
     /// `emptyDir` volume), keyed by the component's sha256 and the engine's
     /// configuration; `None` = compile on every start. Must be writable by the
@@ -110,6 +117,7 @@ impl Default for HostConfig {
             tables_per_instance: 8,
             epoch_tick: Duration::from_millis(5),
             max_component_bytes: 32 << 20,
+            compile_memory_bytes: 1 << 30,
             cache_directory: None,
             deterministic: true,
         }

@@ -59,7 +59,7 @@ pub use host::{CompileStats, LoadedPlugin, PluginHost, compile_plugin};
 pub use limits::{HostConfig, Limits};
 pub use loader::{PluginsError, ReloadTask, Reloader};
 pub use plugin::WasmPolicy;
-pub use registry::{LimitsOverride, PluginRegistration, PluginRegistry};
+pub use registry::{LimitsOverride, MIN_COMPILE_MEMORY, PluginRegistration, PluginRegistry};
 pub use session::{CallStats, PluginSession};
 pub use table::{
     LoadState, PluginEvent, PluginEventKind, PluginSource, PluginStatus, PluginTable, Rejected,

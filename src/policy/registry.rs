@@ -49,12 +49,20 @@ pub struct PluginRegistry {
     /// compiling. Default 32 MiB (33554432).
     #[serde(default)]
     pub max_component_bytes: Option<u64>,
+    /// Most memory the plugin compiler process may use, in bytes; a plugin
+    /// whose compilation needs more fails to load. Default 1 GiB (1073741824).
+    #[serde(default)]
+    pub compile_memory_bytes: Option<u64>,
     /// Most instances of one plugin running at once: its share of the
     /// instance pool (64), so that one slow plugin cannot hold them all.
     /// Default 16.
     #[serde(default)]
     pub max_instances_per_plugin: Option<u32>,
 }
+
+/// Smallest [`PluginRegistry::compile_memory_bytes`] accepted: below it even the
+/// compiler's threads may not start (64 MiB).
+pub const MIN_COMPILE_MEMORY: u64 = 64 << 20;
 
 /// Default of [`PluginRegistry::rescan_interval_ms`].
 pub const DEFAULT_RESCAN_INTERVAL: Duration = Duration::from_secs(10);
@@ -168,6 +176,11 @@ impl PluginRegistry {
             self.max_component_bytes != Some(0),
             "max_component_bytes: must be positive"
         );
+        anyhow::ensure!(
+            self.compile_memory_bytes
+                .is_none_or(|b| b >= MIN_COMPILE_MEMORY),
+            "compile_memory_bytes: must be at least {MIN_COMPILE_MEMORY} (64 MiB)"
+        );
         let pool = HostConfig::default().max_instances;
         anyhow::ensure!(
             self.max_instances_per_plugin
@@ -212,6 +225,7 @@ impl PluginRegistry {
         HostConfig {
             cache_directory: self.cache_directory.clone(),
             max_component_bytes: self.max_component_bytes.unwrap_or(d.max_component_bytes),
+            compile_memory_bytes: self.compile_memory_bytes.unwrap_or(d.compile_memory_bytes),
             max_instances_per_plugin: self
                 .max_instances_per_plugin
                 .unwrap_or(d.max_instances_per_plugin),
@@ -312,7 +326,7 @@ plugins:
     #[test]
     fn host_keys_make_the_host_config() {
         let reg = PluginRegistry::from_yaml(
-            "cache_directory: cache\nmax_component_bytes: 1048576\nmax_instances_per_plugin: 4\n",
+            "cache_directory: cache\nmax_component_bytes: 1048576\ncompile_memory_bytes: 268435456\nmax_instances_per_plugin: 4\n",
             Path::new("/etc/ecr"),
         )
         .unwrap();
@@ -322,6 +336,7 @@ plugins:
             Some(Path::new("/etc/ecr/cache"))
         );
         assert_eq!(h.max_component_bytes, 1 << 20);
+        assert_eq!(h.compile_memory_bytes, 1 << 28);
         assert_eq!(h.max_instances_per_plugin, 4);
         assert_eq!(h.max_instances, HostConfig::default().max_instances);
         assert_eq!(
@@ -330,6 +345,7 @@ plugins:
         );
         for (text, key) in [
             ("max_component_bytes: 0\n", "max_component_bytes"),
+            ("compile_memory_bytes: 1048576\n", "compile_memory_bytes"),
             ("max_instances_per_plugin: 0\n", "max_instances_per_plugin"),
             ("max_instances_per_plugin: 65\n", "max_instances_per_plugin"),
         ] {
