@@ -122,9 +122,18 @@ impl ConfigArgs {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<ExitCode> {
-    match Cli::parse().command {
+fn main() -> anyhow::Result<ExitCode> {
+    // Before the runtime starts its threads (they keep the arena they first use).
+    ecr_token_refresh::heap::use_one_arena();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(command(Cli::parse()))
+}
+
+/// Runs the subcommand of `cli`.
+async fn command(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
         Command::Crd => {
             print!("{}", ecr_token_refresh::crd::crd_yaml()?);
         }
