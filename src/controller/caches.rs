@@ -26,7 +26,9 @@ use crate::secret::{
     OWNER_NAMESPACE_LABEL, OWNER_UID_LABEL, SecretFacts,
 };
 
-/// Reflector stores the reconciles read.
+/// The watch caches the reconciles read: managed Secrets and Namespaces in the controller's
+/// own [`Store`]s (each object its own key), ServiceAccounts in a kube-runtime reflector
+/// store.
 #[derive(Clone)]
 pub struct Caches {
     /// What the metadata of each Secret with the managed-by label and the image-pull type
