@@ -49,6 +49,28 @@ fn live(registry: &PluginRegistry, metrics: &Arc<Metrics>) -> (Arc<Policies>, Re
     (policies, task)
 }
 
+/// The naming example registered in the config file as plugin `names` (prefix `cfg`):
+/// its path and the `policy` YAML.
+fn names_in_config() -> (PathBuf, String) {
+    let path = plugins::wasm("naming-prefix");
+    let config = format!(
+        "plugins:\n  names:\n    path: {}\n    sha256: {}\n    settings: {{prefix: cfg}}\n",
+        path.display(),
+        plugins::sha256_of(&path)
+    );
+    (path, config)
+}
+
+/// The controller on `cluster` with `policies`, scripted tokens and fast settings.
+fn controller(cluster: &Cluster, policies: &Arc<Policies>) -> Running {
+    start_controller_with(
+        cluster.client.clone(),
+        Arc::new(ScriptedTokens::default()),
+        Arc::clone(policies),
+        fast_settings(),
+    )
+}
+
 /// Writes `bytes` to `dir/name` atomically (a dot file renamed over it), as `kubectl cp`
 /// or an init container's `mv` would.
 fn put(dir: &Path, name: &str, bytes: &[u8]) {
@@ -108,12 +130,7 @@ async fn dropped_replaced_broken_and_removed_plugins_while_the_controller_runs()
     let metrics = Arc::new(Metrics::default());
     let (policies, _reloader) = live(&registry(d, ""), &metrics);
     let cluster = Cluster::start().await;
-    let running = start_controller_with(
-        cluster.client.clone(),
-        Arc::new(ScriptedTokens::default()),
-        Arc::clone(&policies),
-        fast_settings(),
-    );
+    let running = controller(&cluster, &policies);
 
     // Selecting a plugin nobody registered yet: PolicyFailed, no Secret.
     cluster.apply_sample("r", json!({"policy": {"naming": "names"}}));
@@ -271,12 +288,7 @@ async fn a_configmap_data_swap_is_picked_up() {
     let metrics = Arc::new(Metrics::default());
     let (policies, _reloader) = live(&registry(dir.path(), ""), &metrics);
     let cluster = Cluster::start().await;
-    let running = start_controller_with(
-        cluster.client.clone(),
-        Arc::new(ScriptedTokens::default()),
-        Arc::clone(&policies),
-        fast_settings(),
-    );
+    let running = controller(&cluster, &policies);
     cluster.apply_sample("r", json!({"policy": {"naming": "names"}}));
     cluster.wait_ready("r", "True", "TokenRefreshed").await;
     wait_secrets(&cluster, &[&prefixed("red")]).await;
@@ -302,12 +314,7 @@ async fn a_configmap_data_swap_is_picked_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_still_compiling_is_on_metrics_as_not_loaded() {
     let dir = tempfile::tempdir().unwrap();
-    let path = plugins::wasm("naming-prefix");
-    let config = format!(
-        "plugins:\n  names:\n    path: {}\n    sha256: {}\n    settings: {{prefix: cfg}}\n",
-        path.display(),
-        plugins::sha256_of(&path)
-    );
+    let (_, config) = names_in_config();
     let metrics = Arc::new(Metrics::default());
     let (policies, reloader) =
         Policies::start(&registry(dir.path(), &config), HostConfig::default()).unwrap();
@@ -330,12 +337,7 @@ async fn a_plugin_still_compiling_is_on_metrics_as_not_loaded() {
 async fn a_name_in_the_config_file_and_the_directory() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let path = plugins::wasm("naming-prefix");
-    let config = format!(
-        "plugins:\n  names:\n    path: {}\n    sha256: {}\n    settings: {{prefix: cfg}}\n",
-        path.display(),
-        plugins::sha256_of(&path)
-    );
+    let (path, config) = names_in_config();
     // At start-up: an error naming both sources.
     put(d, "names.wasm", &wasm_bytes("naming-prefix"));
     let err = Policies::start(&registry(d, &config), HostConfig::default()).unwrap_err();
@@ -353,12 +355,7 @@ async fn a_name_in_the_config_file_and_the_directory() {
     let metrics = Arc::new(Metrics::default());
     let (policies, _reloader) = live(&registry(d, &config), &metrics);
     let cluster = Cluster::start().await;
-    let running = start_controller_with(
-        cluster.client.clone(),
-        Arc::new(ScriptedTokens::default()),
-        Arc::clone(&policies),
-        fast_settings(),
-    );
+    let running = controller(&cluster, &policies);
     cluster.apply_sample("r", json!({"policy": {"naming": "names"}}));
     wait_secrets(&cluster, &[&prefixed("cfg")]).await;
     put(d, "names.wasm", &wasm_bytes("retry-linear"));
@@ -501,23 +498,13 @@ fn plugin_list_shows_source_sha256_hooks_and_state() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resource_created_while_its_plugin_compiles_waits_without_failing() {
     let dir = tempfile::tempdir().unwrap();
-    let path = plugins::wasm("naming-prefix");
-    let config = format!(
-        "plugins:\n  names:\n    path: {}\n    sha256: {}\n    settings: {{prefix: cfg}}\n",
-        path.display(),
-        plugins::sha256_of(&path)
-    );
+    let (_, config) = names_in_config();
     // Registered, and held loading: the reloader that compiles it starts only below.
     let (policies, reloader) =
         Policies::start(&registry(dir.path(), &config), HostConfig::default()).unwrap();
     let policies = Arc::new(policies);
     let cluster = Cluster::start().await;
-    let running = start_controller_with(
-        cluster.client.clone(),
-        Arc::new(ScriptedTokens::default()),
-        Arc::clone(&policies),
-        fast_settings(),
-    );
+    let running = controller(&cluster, &policies);
     cluster.apply_sample("r", json!({"policy": {"naming": "names"}}));
     let c = cluster.wait_ready("r", "False", "PolicyLoading").await;
     let msg = c["message"].as_str().unwrap_or_default();
