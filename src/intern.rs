@@ -54,8 +54,9 @@ pub fn intern_opt(s: Option<&str>) -> Option<Arc<str>> {
     s.map(intern)
 }
 
-/// How many strings the table holds (tests).
-pub fn table_len() -> usize {
+/// How many strings the table holds.
+#[cfg(test)]
+fn table_len() -> usize {
     TABLE
         .lock()
         .unwrap_or_else(|p| p.into_inner())

@@ -90,7 +90,7 @@ pub struct HostConfig {
     /// (its `RLIMIT_DATA`: heap and private writable mappings, thread stacks
     /// included). A component that needs more fails its own load, naming this
     /// limit. Applies where the operator compiles in a child process of itself
-    /// (`run`, `once` on Linux). Default 1 GiB; compiling the 1.6 MB JavaScript
+    /// (`run`, `once`). Default 1 GiB; compiling the 1.6 MB JavaScript
     /// example peaks near 100 MiB.
     pub compile_memory_bytes: u64,
     /// Where compiled components are kept across restarts (e.g. an
