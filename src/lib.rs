@@ -14,6 +14,7 @@ pub mod heap;
 pub mod intern;
 pub mod leader;
 pub mod metrics;
+pub mod object_id;
 pub mod once;
 pub mod operator;
 pub mod policy;

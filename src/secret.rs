@@ -34,6 +34,7 @@ use sha2::{Digest, Sha256};
 use crate::api::ECRTokenRefresh;
 use crate::ecr::{AuthorizationToken, Credentials};
 use crate::intern::{intern, intern_opt};
+use crate::object_id::{ResourceVersion, Uid};
 
 /// Field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "ecr-token-refresh";
@@ -153,10 +154,10 @@ pub struct SecretFacts {
     pub name: Arc<str>,
     /// `metadata.namespace`.
     pub namespace: Arc<str>,
-    /// `metadata.uid`.
-    pub uid: Box<str>,
-    /// `metadata.resourceVersion`.
-    pub resource_version: Box<str>,
+    /// `metadata.uid` (16 bytes inline for the API server's UUIDs).
+    pub uid: Uid,
+    /// `metadata.resourceVersion` (inline).
+    pub resource_version: ResourceVersion,
     /// Whether `metadata.deletionTimestamp` is set.
     pub terminating: bool,
     /// Whether [`MANAGED_BY_LABEL`] is [`MANAGED_BY_VALUE`].
@@ -170,8 +171,9 @@ pub struct SecretFacts {
     pub legacy_owner_name: Option<Arc<str>>,
     /// The [`OWNER_NAME_ANNOTATION`] annotation.
     pub owner_name: Option<Arc<str>>,
-    /// uids of the controller ownerReferences (the API server allows at most one).
-    pub controller_uids: Box<[Box<str>]>,
+    /// uid of the controller ownerReference, [interned](crate::intern) (the API server
+    /// allows at most one: "Only one reference can have Controller set to true").
+    pub controller_uid: Option<Arc<str>>,
     /// The [`DATA_HASH_ANNOTATION`] annotation.
     pub data_hash: Option<Arc<str>>,
     /// The [`EXPIRES_AT_ANNOTATION`] annotation, parsed (`None` when absent or not RFC 3339).
@@ -184,25 +186,23 @@ impl SecretFacts {
         let label = |k: &str| meta.labels.as_ref().and_then(|l| l.get(k));
         let annotation = |k: &str| meta.annotations.as_ref().and_then(|a| a.get(k));
         let shared = |v: Option<&String>| intern_opt(v.map(String::as_str));
-        let boxed = |v: &Option<String>| v.as_deref().unwrap_or_default().into();
         Self {
             name: intern(meta.name.as_deref().unwrap_or_default()),
             namespace: intern(meta.namespace.as_deref().unwrap_or_default()),
-            uid: boxed(&meta.uid),
-            resource_version: boxed(&meta.resource_version),
+            uid: Uid::new(meta.uid.as_deref().unwrap_or_default()),
+            resource_version: meta.resource_version.as_deref().unwrap_or_default().into(),
             terminating: meta.deletion_timestamp.is_some(),
             managed: label(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE),
             owner_uid: shared(label(OWNER_UID_LABEL)),
             owner_namespace: shared(label(OWNER_NAMESPACE_LABEL)),
             legacy_owner_name: shared(label(OWNER_NAME_ANNOTATION)),
             owner_name: shared(annotation(OWNER_NAME_ANNOTATION)),
-            controller_uids: meta
+            controller_uid: meta
                 .owner_references
                 .iter()
                 .flatten()
-                .filter(|r| r.controller == Some(true))
-                .map(|r| r.uid.as_str().into())
-                .collect(),
+                .find(|r| r.controller == Some(true))
+                .map(|r| intern(&r.uid)),
             data_hash: shared(annotation(DATA_HASH_ANNOTATION)),
             expires_at: annotation(EXPIRES_AT_ANNOTATION).and_then(|t| t.parse().ok()),
         }
@@ -229,8 +229,7 @@ impl SecretFacts {
         let legacy = self.owner_uid.is_none()
             && is(&self.legacy_owner_name, &owner.name)
             && is(&self.owner_namespace, &owner.namespace);
-        let controlled =
-            !owner.uid.is_empty() && self.controller_uids.iter().any(|u| **u == *owner.uid);
+        let controlled = !owner.uid.is_empty() && is(&self.controller_uid, &owner.uid);
         Ownership {
             by_uid,
             controlled,

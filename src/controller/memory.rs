@@ -15,6 +15,7 @@ use jiff::Timestamp;
 use super::store::ObjectKey;
 use crate::ecr::{Credentials, EcrError};
 use crate::intern::intern;
+use crate::object_id::{ResourceVersion, Uid};
 use crate::secret::{SecretMeta, SecretTarget};
 
 /// How long after a write the operator's own record of it stands in for the watch cache
@@ -29,17 +30,18 @@ pub const CONTEST_WINDOW: Duration = Duration::from_secs(30);
 /// What the operator wrote (or last verified) at one target.
 ///
 /// The owner uid and the data hash, the same in every copy of one resource, are
-/// [interned](crate::intern) ([`Written::new`] does it): 5,000 records share one copy.
+/// [interned](crate::intern) ([`Written::new`] does it): 5,000 records share one copy. The
+/// Secret's uid and resourceVersions are held inline ([`crate::object_id`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Written {
     /// `metadata.uid` of the resource the Secret is for.
     pub owner_uid: Arc<str>,
     /// `metadata.uid` of the Secret.
-    pub uid: Box<str>,
+    pub uid: Uid,
     /// Its `metadata.resourceVersion` after the write.
-    pub resource_version: Box<str>,
+    pub resource_version: ResourceVersion,
     /// Its resourceVersion before the write (what a lagging cache still shows).
-    pub previous_version: Option<Box<str>>,
+    pub previous_version: Option<ResourceVersion>,
     /// The data-hash annotation written.
     pub data_hash: Option<Arc<str>>,
     /// The expiry annotation written.
@@ -56,7 +58,7 @@ impl Written {
     pub fn new(owner_uid: &str, uid: &str, resource_version: &str) -> Self {
         Self {
             owner_uid: intern(owner_uid),
-            uid: uid.into(),
+            uid: Uid::new(uid),
             resource_version: resource_version.into(),
             previous_version: None,
             data_hash: None,
@@ -312,7 +314,7 @@ impl Memory {
     /// Forgets the record of `target` if it is about the Secret with `uid`.
     pub fn forget_secret_uid(&self, target: &SecretTarget, uid: &str) {
         let mut written = lock(&self.written);
-        if written.get(key(target)).is_some_and(|w| *w.uid == *uid) {
+        if written.get(key(target)).is_some_and(|w| w.uid == *uid) {
             written.remove(key(target));
         }
     }
@@ -321,7 +323,7 @@ impl Memory {
     /// longer stands in for it (it still says the operator wrote it, so its owner is told).
     pub fn mark_deleted(&self, target: &SecretTarget, uid: &str) {
         if let Some(w) = lock(&self.written).get_mut(key(target))
-            && *w.uid == *uid
+            && w.uid == *uid
         {
             w.deleted = true;
         }
@@ -399,7 +401,7 @@ impl Memory {
                 edited: false,
             };
         };
-        if *w.uid != *cached.uid {
+        if w.uid != *cached.uid {
             // Replaced since: a lagging cache (the old object) within the window, else someone
             // deleted and recreated it.
             if w.fresh() {
