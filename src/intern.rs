@@ -6,62 +6,101 @@
 //! [`intern`], each of those strings is allocated once: an entry holds a pointer (16
 //! bytes) instead of its own heap copy (a 64-character hash is an 80-byte allocation).
 //!
-//! The table never outgrows what the caches hold: when it has doubled since it was last
-//! pruned, the strings no entry holds any more (only the table's own reference left) are
-//! dropped. Its size stays within twice the distinct strings in use, plus
+//! An [`Interner`] does the same for other values many entries hold alike (the labels and
+//! annotations every copy of one resource's Secret carries, [`crate::secret::SecretMarks`]).
+//!
+//! A table never outgrows what the caches hold: when it has doubled since it was last
+//! pruned, the values no entry holds any more (only the table's own reference left) are
+//! dropped. Its size stays within twice the distinct values in use, plus
 //! [`MIN_PRUNE_AT`], whatever tenants create and delete.
 
+use std::borrow::Borrow;
 use std::collections::HashSet;
+use std::hash::Hash;
 use std::sync::{Arc, LazyLock, Mutex};
 
-/// Below this many strings the table is never pruned (pruning is a pass over the table).
+/// Below this many values a table is never pruned (pruning is a pass over the table).
 pub const MIN_PRUNE_AT: usize = 1024;
 
-struct Table {
-    strings: HashSet<Arc<str>>,
+/// A table of shared values of type `T` (`str`, or a struct many cache entries hold
+/// alike): [`Interner::share`] hands out the one [`Arc`] of each distinct value.
+///
+/// Pruned as described in the [module docs](self): never more than twice the distinct
+/// values some entry holds, plus [`MIN_PRUNE_AT`].
+pub struct Interner<T: ?Sized> {
+    table: Mutex<Table<T>>,
+}
+
+struct Table<T: ?Sized> {
+    values: HashSet<Arc<T>>,
     /// The size at which the next insertion first prunes.
     prune_at: usize,
 }
 
-static TABLE: LazyLock<Mutex<Table>> = LazyLock::new(|| {
-    Mutex::new(Table {
-        strings: HashSet::new(),
-        prune_at: MIN_PRUNE_AT,
-    })
-});
+impl<T: ?Sized + Hash + Eq> Interner<T> {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self {
+            table: Mutex::new(Table {
+                values: HashSet::new(),
+                prune_at: MIN_PRUNE_AT,
+            }),
+        }
+    }
+
+    /// The shared copy of `value`, made by `make` if no entry holds one.
+    ///
+    /// Takes the table's lock for a hash lookup: meant for building cache entries, not for
+    /// hot loops.
+    pub fn share(&self, value: &T, make: impl FnOnce() -> Arc<T>) -> Arc<T>
+    where
+        Arc<T>: Borrow<T>,
+    {
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(shared) = table.values.get(value) {
+            return Arc::clone(shared);
+        }
+        if table.values.len() >= table.prune_at {
+            table.values.retain(|a| Arc::strong_count(a) > 1);
+            table.values.shrink_to_fit();
+            table.prune_at = (table.values.len() * 2).max(MIN_PRUNE_AT);
+        }
+        let shared = make();
+        table.values.insert(Arc::clone(&shared));
+        shared
+    }
+
+    /// How many values the table holds.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.table
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values
+            .len()
+    }
+}
+
+impl<T: ?Sized + Hash + Eq> Default for Interner<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+static STRINGS: LazyLock<Interner<str>> = LazyLock::new(Interner::new);
 
 /// The shared copy of `s` (made now if no cache entry holds one).
 ///
 /// Takes a process-wide lock for a hash lookup: meant for building cache entries, not for
 /// hot loops.
 pub fn intern(s: &str) -> Arc<str> {
-    let mut table = TABLE.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(shared) = table.strings.get(s) {
-        return Arc::clone(shared);
-    }
-    if table.strings.len() >= table.prune_at {
-        table.strings.retain(|a| Arc::strong_count(a) > 1);
-        table.strings.shrink_to_fit();
-        table.prune_at = (table.strings.len() * 2).max(MIN_PRUNE_AT);
-    }
-    let shared: Arc<str> = Arc::from(s);
-    table.strings.insert(Arc::clone(&shared));
-    shared
-}
-
-/// [`intern`] of an optional string.
-pub fn intern_opt(s: Option<&str>) -> Option<Arc<str>> {
-    s.map(intern)
+    STRINGS.share(s, || Arc::from(s))
 }
 
 /// How many strings the table holds.
 #[cfg(test)]
 fn table_len() -> usize {
-    TABLE
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .strings
-        .len()
+    STRINGS.len()
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@
 //! is decided from its metadata ([`SecretMeta`]).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use base64::Engine as _;
 use jiff::Timestamp;
@@ -33,7 +33,7 @@ use sha2::{Digest, Sha256};
 
 use crate::api::ECRTokenRefresh;
 use crate::ecr::{AuthorizationToken, Credentials};
-use crate::intern::{intern, intern_opt};
+use crate::intern::{Interner, intern};
 use crate::object_id::{ResourceVersion, Uid};
 
 /// Field manager of every write the operator makes.
@@ -145,9 +145,9 @@ struct Ownership {
 /// no label and annotation maps); [`SecretFacts::relative_to`] turns it into the
 /// [`SecretMeta`] a reconcile decides on.
 ///
-/// The strings copies of one resource share (namespace and Secret names, the owner labels
-/// and annotation, the data hash) are [interned](crate::intern): 5,000 copies hold one
-/// heap copy of each, not 5,000.
+/// What copies of one resource share is held once: the namespace and Secret names are
+/// [interned](crate::intern) strings, and the operator's labels and annotations one
+/// interned [`SecretMarks`], so 5,000 copies hold one heap copy of each, not 5,000.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SecretFacts {
     /// `metadata.name`.
@@ -160,51 +160,76 @@ pub struct SecretFacts {
     pub resource_version: ResourceVersion,
     /// Whether `metadata.deletionTimestamp` is set.
     pub terminating: bool,
+    /// The operator's labels, annotations and controller ownerReference, as found.
+    pub marks: Arc<SecretMarks>,
+}
+
+/// The labels, annotations and controller ownerReference the operator writes on a Secret,
+/// as found on one: the same in every copy of one resource (until someone edits a copy),
+/// so cache entries share them ([`SecretMarks::shared`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct SecretMarks {
     /// Whether [`MANAGED_BY_LABEL`] is [`MANAGED_BY_VALUE`].
     pub managed: bool,
     /// The [`OWNER_UID_LABEL`] label.
-    pub owner_uid: Option<Arc<str>>,
+    pub owner_uid: Option<Box<str>>,
     /// The [`OWNER_NAMESPACE_LABEL`] label.
-    pub owner_namespace: Option<Arc<str>>,
+    pub owner_namespace: Option<Box<str>>,
     /// The owner name as a *label* (written by earlier versions, see
     /// [`OWNER_NAME_ANNOTATION`]).
-    pub legacy_owner_name: Option<Arc<str>>,
+    pub legacy_owner_name: Option<Box<str>>,
     /// The [`OWNER_NAME_ANNOTATION`] annotation.
-    pub owner_name: Option<Arc<str>>,
-    /// uid of the controller ownerReference, [interned](crate::intern) (the API server
-    /// allows at most one: "Only one reference can have Controller set to true").
-    pub controller_uid: Option<Arc<str>>,
+    pub owner_name: Option<Box<str>>,
+    /// uid of the controller ownerReference (the API server allows at most one: "Only one
+    /// reference can have Controller set to true").
+    pub controller_uid: Option<Box<str>>,
     /// The [`DATA_HASH_ANNOTATION`] annotation.
-    pub data_hash: Option<Arc<str>>,
+    pub data_hash: Option<Box<str>>,
     /// The [`EXPIRES_AT_ANNOTATION`] annotation, parsed (`None` when absent or not RFC 3339).
     pub expires_at: Option<Timestamp>,
+}
+
+static MARKS: LazyLock<Interner<SecretMarks>> = LazyLock::new(Interner::new);
+
+impl SecretMarks {
+    /// The marks in `meta`.
+    pub fn from_meta(meta: &ObjectMeta) -> Self {
+        let label = |k: &str| meta.labels.as_ref().and_then(|l| l.get(k));
+        let annotation = |k: &str| meta.annotations.as_ref().and_then(|a| a.get(k));
+        let boxed = |v: Option<&String>| v.map(|v| v.as_str().into());
+        Self {
+            managed: label(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE),
+            owner_uid: boxed(label(OWNER_UID_LABEL)),
+            owner_namespace: boxed(label(OWNER_NAMESPACE_LABEL)),
+            legacy_owner_name: boxed(label(OWNER_NAME_ANNOTATION)),
+            owner_name: boxed(annotation(OWNER_NAME_ANNOTATION)),
+            controller_uid: meta
+                .owner_references
+                .iter()
+                .flatten()
+                .find(|r| r.controller == Some(true))
+                .map(|r| r.uid.as_str().into()),
+            data_hash: boxed(annotation(DATA_HASH_ANNOTATION)),
+            expires_at: annotation(EXPIRES_AT_ANNOTATION).and_then(|t| t.parse().ok()),
+        }
+    }
+
+    /// The one shared copy of these marks ([interned](crate::intern::Interner)).
+    pub fn shared(self) -> Arc<SecretMarks> {
+        MARKS.share(&self, || Arc::new(self.clone()))
+    }
 }
 
 impl SecretFacts {
     /// The facts in `meta`.
     pub fn from_meta(meta: &ObjectMeta) -> Self {
-        let label = |k: &str| meta.labels.as_ref().and_then(|l| l.get(k));
-        let annotation = |k: &str| meta.annotations.as_ref().and_then(|a| a.get(k));
-        let shared = |v: Option<&String>| intern_opt(v.map(String::as_str));
         Self {
             name: intern(meta.name.as_deref().unwrap_or_default()),
             namespace: intern(meta.namespace.as_deref().unwrap_or_default()),
             uid: Uid::new(meta.uid.as_deref().unwrap_or_default()),
             resource_version: meta.resource_version.as_deref().unwrap_or_default().into(),
             terminating: meta.deletion_timestamp.is_some(),
-            managed: label(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE),
-            owner_uid: shared(label(OWNER_UID_LABEL)),
-            owner_namespace: shared(label(OWNER_NAMESPACE_LABEL)),
-            legacy_owner_name: shared(label(OWNER_NAME_ANNOTATION)),
-            owner_name: shared(annotation(OWNER_NAME_ANNOTATION)),
-            controller_uid: meta
-                .owner_references
-                .iter()
-                .flatten()
-                .find(|r| r.controller == Some(true))
-                .map(|r| intern(&r.uid)),
-            data_hash: shared(annotation(DATA_HASH_ANNOTATION)),
-            expires_at: annotation(EXPIRES_AT_ANNOTATION).and_then(|t| t.parse().ok()),
+            marks: SecretMarks::from_meta(meta).shared(),
         }
     }
 
@@ -224,16 +249,17 @@ impl SecretFacts {
 
     /// How the Secret's owner labels and ownerReferences relate to `owner`.
     fn ownership(&self, owner: &Owner) -> Ownership {
-        let is = |v: &Option<Arc<str>>, want: &str| v.as_deref() == Some(want);
-        let by_uid = !owner.uid.is_empty() && is(&self.owner_uid, &owner.uid);
-        let legacy = self.owner_uid.is_none()
-            && is(&self.legacy_owner_name, &owner.name)
-            && is(&self.owner_namespace, &owner.namespace);
-        let controlled = !owner.uid.is_empty() && is(&self.controller_uid, &owner.uid);
+        let is = |v: &Option<Box<str>>, want: &str| v.as_deref() == Some(want);
+        let m = &*self.marks;
+        let by_uid = !owner.uid.is_empty() && is(&m.owner_uid, &owner.uid);
+        let legacy = m.owner_uid.is_none()
+            && is(&m.legacy_owner_name, &owner.name)
+            && is(&m.owner_namespace, &owner.namespace);
+        let controlled = !owner.uid.is_empty() && is(&m.controller_uid, &owner.uid);
         Ownership {
             by_uid,
             controlled,
-            ours: (self.managed && (by_uid || legacy)) || controlled,
+            ours: (m.managed && (by_uid || legacy)) || controlled,
         }
     }
 
@@ -242,26 +268,27 @@ impl SecretFacts {
     /// labels do; or the owner is its controller ownerReference) and whether every label,
     /// annotation and ownerReference we write is there as written.
     pub fn relative_to(&self, owner: &Owner) -> SecretMeta {
-        let is = |v: &Option<Arc<str>>, want: &str| v.as_deref() == Some(want);
+        let is = |v: &Option<Box<str>>, want: &str| v.as_deref() == Some(want);
+        let m = &*self.marks;
         let Ownership {
             by_uid,
             controlled,
             ours,
         } = self.ownership(owner);
         let in_own_namespace = *self.namespace == *owner.namespace;
-        let metadata_intact = self.managed
+        let metadata_intact = m.managed
             && by_uid
-            && is(&self.owner_namespace, &owner.namespace)
-            && self.legacy_owner_name.is_none()
-            && is(&self.owner_name, &owner.name)
+            && is(&m.owner_namespace, &owner.namespace)
+            && m.legacy_owner_name.is_none()
+            && is(&m.owner_name, &owner.name)
             && (!in_own_namespace || controlled);
         SecretMeta {
             uid: self.uid.to_string(),
             resource_version: self.resource_version.to_string(),
             ours,
             metadata_intact,
-            data_hash: self.data_hash.as_deref().map(String::from),
-            expires_at: self.expires_at,
+            data_hash: m.data_hash.as_deref().map(String::from),
+            expires_at: m.expires_at,
             terminating: self.terminating,
         }
     }

@@ -7,14 +7,14 @@
 use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 
 use super::store::ObjectKey;
 use crate::ecr::{Credentials, EcrError};
-use crate::intern::intern;
+use crate::intern::{Interner, intern};
 use crate::object_id::{ResourceVersion, Uid};
 use crate::secret::{SecretMeta, SecretTarget};
 
@@ -29,40 +29,60 @@ pub const CONTEST_WINDOW: Duration = Duration::from_secs(30);
 
 /// What the operator wrote (or last verified) at one target.
 ///
-/// The owner uid and the data hash, the same in every copy of one resource, are
-/// [interned](crate::intern) ([`Written::new`] does it): 5,000 records share one copy. The
-/// Secret's uid and resourceVersions are held inline ([`crate::object_id`]).
+/// The owner uid and the annotations written, the same in every copy of one resource, are
+/// one [interned](crate::intern::Interner) [`Stamp`] ([`Written::new`] and
+/// [`Written::holding`] share it): 5,000 records hold one copy. The Secret's uid and
+/// resourceVersions are held inline ([`crate::object_id`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Written {
-    /// `metadata.uid` of the resource the Secret is for.
-    pub owner_uid: Arc<str>,
+    /// Whose Secret it is and what was written in it (shared).
+    pub stamp: Arc<Stamp>,
     /// `metadata.uid` of the Secret.
     pub uid: Uid,
     /// Its `metadata.resourceVersion` after the write.
     pub resource_version: ResourceVersion,
     /// Its resourceVersion before the write (what a lagging cache still shows).
     pub previous_version: Option<ResourceVersion>,
-    /// The data-hash annotation written.
-    pub data_hash: Option<Arc<str>>,
-    /// The expiry annotation written.
-    pub expires_at: Option<Timestamp>,
     /// When it was written; `None` for a record of a Secret found intact.
     pub written_at: Option<Instant>,
     /// Whether the watch has since seen the Secret deleted.
     pub deleted: bool,
 }
 
+/// What the records of one resource's Secrets hold alike: the resource and the annotations
+/// written.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Stamp {
+    /// `metadata.uid` of the resource the Secret is for.
+    pub owner_uid: Box<str>,
+    /// The data-hash annotation written.
+    pub data_hash: Option<Box<str>>,
+    /// The expiry annotation written.
+    pub expires_at: Option<Timestamp>,
+}
+
+static STAMPS: LazyLock<Interner<Stamp>> = LazyLock::new(Interner::new);
+
+impl Stamp {
+    fn shared(self) -> Arc<Stamp> {
+        STAMPS.share(&self, || Arc::new(self.clone()))
+    }
+}
+
 impl Written {
     /// A record of the Secret with `uid` at `resource_version` (after the write, or as
     /// verified), for the resource with `owner_uid`; not seen deleted.
     pub fn new(owner_uid: &str, uid: &str, resource_version: &str) -> Self {
+        let stamp = Stamp {
+            owner_uid: owner_uid.into(),
+            data_hash: None,
+            expires_at: None,
+        };
         Self {
-            owner_uid: intern(owner_uid),
+            stamp: stamp.shared(),
             uid: Uid::new(uid),
             resource_version: resource_version.into(),
             previous_version: None,
-            data_hash: None,
-            expires_at: None,
             written_at: None,
             deleted: false,
         }
@@ -76,8 +96,12 @@ impl Written {
 
     /// With the data-hash and expiry annotations written (or found).
     pub fn holding(mut self, data_hash: Option<&str>, expires_at: Option<Timestamp>) -> Self {
-        self.data_hash = data_hash.map(intern);
-        self.expires_at = expires_at;
+        let stamp = Stamp {
+            owner_uid: self.stamp.owner_uid.clone(),
+            data_hash: data_hash.map(Into::into),
+            expires_at,
+        };
+        self.stamp = stamp.shared();
         self
     }
 
@@ -98,8 +122,8 @@ impl Written {
             resource_version: self.resource_version.to_string(),
             ours: true,
             metadata_intact: true,
-            data_hash: self.data_hash.as_deref().map(String::from),
-            expires_at: self.expires_at,
+            data_hash: self.stamp.data_hash.as_deref().map(String::from),
+            expires_at: self.stamp.expires_at,
             terminating: false,
         }
     }
@@ -274,7 +298,7 @@ impl Memory {
         lock(&self.written)
             .iter()
             .filter(|(_, w)| {
-                *w.owner_uid == *owner_uid
+                *w.stamp.owner_uid == *owner_uid
                     && w.written_at.is_some_and(|t| t.elapsed() < CONTEST_WINDOW)
             })
             .map(|(k, _)| k.target())
@@ -292,13 +316,13 @@ impl Memory {
     /// Forgets everything about the resource with `uid` and the Secrets written for it.
     pub fn forget_resource(&self, uid: &str) {
         lock(&self.resources).remove(uid);
-        lock(&self.written).retain(|_, w| *w.owner_uid != *uid);
+        lock(&self.written).retain(|_, w| *w.stamp.owner_uid != *uid);
     }
 
     /// Keeps only the resources for which `keep(uid)` holds (the others were deleted).
     pub fn retain_resources(&self, keep: impl Fn(&str) -> bool) {
         lock(&self.resources).retain(|uid, _| keep(uid));
-        lock(&self.written).retain(|_, w| keep(&w.owner_uid));
+        lock(&self.written).retain(|_, w| keep(&w.stamp.owner_uid));
     }
 
     /// Records a write (or a verification, with `written_at: None`).
@@ -342,7 +366,7 @@ impl Memory {
     pub fn record_owner(&self, target: &SecretTarget) -> Option<String> {
         lock(&self.written)
             .get(key(target))
-            .map(|w| w.owner_uid.to_string())
+            .map(|w| w.stamp.owner_uid.to_string())
     }
 
     /// Notes that the Secret at `target` is gone, whatever its uid (a relist no longer has it).
@@ -356,7 +380,7 @@ impl Memory {
     pub fn has_record(&self, target: &SecretTarget, owner_uid: &str) -> bool {
         lock(&self.written)
             .get(key(target))
-            .is_some_and(|w| *w.owner_uid == *owner_uid)
+            .is_some_and(|w| *w.stamp.owner_uid == *owner_uid)
     }
 
     /// Whether a watch event for `target` at `resource_version` is the operator's own write
@@ -372,7 +396,7 @@ impl Memory {
     pub fn just_written(&self, target: &SecretTarget, owner_uid: &str) -> Option<SecretMeta> {
         lock(&self.written)
             .get(key(target))
-            .filter(|w| w.fresh() && *w.owner_uid == *owner_uid)
+            .filter(|w| w.fresh() && *w.stamp.owner_uid == *owner_uid)
             .map(|w| w.as_meta())
     }
 
@@ -381,7 +405,7 @@ impl Memory {
     pub fn recent_writes(&self, owner_uid: &str) -> Vec<(SecretTarget, SecretMeta)> {
         lock(&self.written)
             .iter()
-            .filter(|(_, w)| *w.owner_uid == *owner_uid && w.fresh())
+            .filter(|(_, w)| *w.stamp.owner_uid == *owner_uid && w.fresh())
             .map(|(k, w)| (k.target(), w.as_meta()))
             .collect()
     }
@@ -394,7 +418,7 @@ impl Memory {
         let written = lock(&self.written);
         let Some(w) = written
             .get(key(target))
-            .filter(|w| *w.owner_uid == *owner_uid)
+            .filter(|w| *w.stamp.owner_uid == *owner_uid)
         else {
             return Recalled {
                 meta: cached.clone(),
@@ -495,6 +519,19 @@ mod tests {
         }
         m.forget_secret(&again);
         assert_eq!(m.sizes().1, 0);
+    }
+
+    #[test]
+    fn records_of_one_resources_copies_share_one_stamp() {
+        let a = Written::new("stamp-owner", "s1", "1").holding(Some("h"), None);
+        let b = Written::new("stamp-owner", "s2", "2").holding(Some("h"), None);
+        assert!(Arc::ptr_eq(&a.stamp, &b.stamp));
+        assert_eq!(a.stamp.owner_uid.as_ref(), "stamp-owner");
+        // Another hash (an edited template, a new token) is another stamp.
+        let c = Written::new("stamp-owner", "s3", "3").holding(Some("h2"), None);
+        assert!(!Arc::ptr_eq(&a.stamp, &c.stamp));
+        assert_eq!(c.stamp.data_hash.as_deref(), Some("h2"));
+        assert_eq!(c.as_meta().data_hash.as_deref(), Some("h2"));
     }
 
     #[test]
