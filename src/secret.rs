@@ -608,6 +608,21 @@ mod tests {
     use crate::api::ECRTokenRefreshSpec;
     use secrecy::SecretString;
 
+    #[test]
+    fn cached_facts_stay_within_their_memory_budget_and_share_their_marks() {
+        // One per managed Secret in the cache (5,000 after a 5,000-namespace fan-out):
+        // what copies of one resource repeat is behind the shared `marks`.
+        assert!(std::mem::size_of::<SecretFacts>() <= 96);
+        let mut a = owner().metadata.clone();
+        a.name = Some("a".into());
+        a.labels = Some([(OWNER_UID_LABEL.to_string(), "budget-owner".to_string())].into());
+        let mut b = a.clone();
+        b.namespace = Some("elsewhere".into());
+        let (fa, fb) = (SecretFacts::from_meta(&a), SecretFacts::from_meta(&b));
+        assert!(Arc::ptr_eq(&fa.marks, &fb.marks));
+        assert_eq!(fa.marks.owner_uid.as_deref(), Some("budget-owner"));
+    }
+
     fn owner() -> ECRTokenRefresh {
         let mut cr = ECRTokenRefresh::new("ecr-credentials", ECRTokenRefreshSpec::sample());
         cr.metadata.namespace = Some("default".into());
