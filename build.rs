@@ -20,8 +20,10 @@
 //! in the operator's resident set (1.2 MiB of its file pages, measured at idle). Such a
 //! binary needs glibc 2.36 or later to start (an older one refuses it: "version
 //! `GLIBC_ABI_DT_RELR' not found"), so they are packed only when the build's own glibc is
-//! that new (a native build; the image's build and runtime are Debian 12, glibc 2.36). Set
-//! `ECR_TOKEN_REFRESH_PACK_RELOCS=0` to leave it out (a binary for an older glibc).
+//! that new: a native build with the default linker (a configured linker, such as
+//! cargo-zigbuild's, may link against another glibc). The image's build and runtime are
+//! Debian 12, glibc 2.36. Set `ECR_TOKEN_REFRESH_PACK_RELOCS=0` to leave it out (a binary
+//! for an older glibc).
 
 use std::env;
 use std::path::PathBuf;
@@ -49,9 +51,11 @@ fn main() {
     }
 }
 
-/// Whether the build is for the machine it runs on (build scripts run on the host).
+/// Whether the build is for the machine it runs on (build scripts run on the host), with
+/// the default linker (cargo sets `RUSTC_LINKER` for a configured one).
 fn native() -> bool {
-    env::var("HOST").is_ok_and(|host| env::var("TARGET").is_ok_and(|target| host == target))
+    env::var_os("RUSTC_LINKER").is_none()
+        && env::var("HOST").is_ok_and(|host| env::var("TARGET").is_ok_and(|target| host == target))
 }
 
 /// The (major, minor) version of the host's glibc.

@@ -1,18 +1,19 @@
 //! One shared copy of the strings the caches repeat across thousands of entries.
 //!
-//! A fan-out to 5,000 namespaces caches 5,000 Secrets whose owner-uid label, owner name and
-//! namespace labels, Secret name and data-hash annotation are the same five strings, and
-//! 5,000 Namespaces that mostly share one or two label pairs. Held as [`Arc<str>`] from
+//! A fan-out to 5,000 namespaces caches 5,000 Secrets with the same name, and 5,000
+//! Namespaces that mostly share one or two label pairs. Held as [`Arc<str>`] from
 //! [`intern`], each of those strings is allocated once: an entry holds a pointer (16
-//! bytes) instead of its own heap copy (a 64-character hash is an 80-byte allocation).
+//! bytes) instead of its own heap copy.
 //!
-//! An [`Interner`] does the same for other values many entries hold alike (the labels and
-//! annotations every copy of one resource's Secret carries, [`crate::secret::SecretMarks`]).
+//! An [`Interner`] does the same for other values many entries hold alike: the labels,
+//! annotations and controller uid every copy of one resource's Secret carries
+//! ([`crate::secret::SecretMarks`]) and what every record of those writes holds
+//! ([`crate::controller::memory::Stamp`]).
 //!
 //! A table never outgrows what the caches hold: when it has doubled since it was last
 //! pruned, the values no entry holds any more (only the table's own reference left) are
-//! dropped. Its size stays within twice the distinct values in use, plus
-//! [`MIN_PRUNE_AT`], whatever tenants create and delete.
+//! dropped. Its size stays within twice the distinct values in use at the last pruning,
+//! and at least [`MIN_PRUNE_AT`], whatever tenants create and delete.
 
 use std::borrow::Borrow;
 use std::collections::HashSet;
@@ -25,8 +26,7 @@ pub const MIN_PRUNE_AT: usize = 1024;
 /// A table of shared values of type `T` (`str`, or a struct many cache entries hold
 /// alike): [`Interner::share`] hands out the one [`Arc`] of each distinct value.
 ///
-/// Pruned as described in the [module docs](self): never more than twice the distinct
-/// values some entry holds, plus [`MIN_PRUNE_AT`].
+/// Pruned as described in the [module docs](self).
 pub struct Interner<T: ?Sized> {
     table: Mutex<Table<T>>,
 }
@@ -48,16 +48,22 @@ impl<T: ?Sized + Hash + Eq> Interner<T> {
         }
     }
 
-    /// The shared copy of `value`, made by `make` if no entry holds one.
+    /// The shared copy of `value` (moved into the table if no entry holds an equal one).
     ///
     /// Takes the table's lock for a hash lookup: meant for building cache entries, not for
     /// hot loops.
-    pub fn share(&self, value: &T, make: impl FnOnce() -> Arc<T>) -> Arc<T>
+    pub fn share(&self, value: T) -> Arc<T>
     where
-        Arc<T>: Borrow<T>,
+        T: Sized,
     {
+        self.share_with(value, Arc::new)
+    }
+
+    /// The shared copy of what `value` borrows as, made from `value` by `make` if no entry
+    /// holds an equal one.
+    fn share_with<V: Borrow<T>>(&self, value: V, make: impl FnOnce(V) -> Arc<T>) -> Arc<T> {
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(shared) = table.values.get(value) {
+        if let Some(shared) = table.values.get(value.borrow()) {
             return Arc::clone(shared);
         }
         if table.values.len() >= table.prune_at {
@@ -65,7 +71,7 @@ impl<T: ?Sized + Hash + Eq> Interner<T> {
             table.values.shrink_to_fit();
             table.prune_at = (table.values.len() * 2).max(MIN_PRUNE_AT);
         }
-        let shared = make();
+        let shared = make(value);
         table.values.insert(Arc::clone(&shared));
         shared
     }
@@ -94,7 +100,7 @@ static STRINGS: LazyLock<Interner<str>> = LazyLock::new(Interner::new);
 /// Takes a process-wide lock for a hash lookup: meant for building cache entries, not for
 /// hot loops.
 pub fn intern(s: &str) -> Arc<str> {
-    STRINGS.share(s, || Arc::from(s))
+    STRINGS.share_with(s, Arc::from)
 }
 
 /// How many strings the table holds.

@@ -2,9 +2,10 @@
 //! `metadata.uid` and `metadata.resourceVersion`.
 //!
 //! A fan-out to 5,000 namespaces keeps each of them twice per Secret (the managed-Secret
-//! cache and the record of the write). As `Box<str>` every copy was a heap allocation of
-//! its own (a 36-byte UUID takes a 48-byte chunk, a resourceVersion 32), 20,000
-//! allocations in all; these forms hold both inline.
+//! cache and the record of the write, which also keeps the resourceVersion before the
+//! write). As `Box<str>` every copy was a heap allocation of its own (a 36-byte UUID takes
+//! a 48-byte chunk, a resourceVersion 32), up to 25,000 allocations in all; these forms
+//! hold them inline.
 
 use std::fmt;
 
@@ -18,9 +19,10 @@ use uuid::Uuid;
 /// require.
 pub type ResourceVersion = CompactString;
 
-/// `metadata.uid`, in 16 bytes when it is a UUID written the way the API server writes
-/// them (lower-case, hyphenated: `1b4e28ba-2fa1-11d2-883f-0016d3cca427`), as the string
-/// otherwise, so every uid reads back exactly as it was given.
+/// `metadata.uid`: the UUID's 16 bytes inline (24 with the tag) when it is written the way
+/// the API server writes them (lower-case, hyphenated:
+/// `1b4e28ba-2fa1-11d2-883f-0016d3cca427`), the string otherwise, so every uid reads back
+/// exactly as it was given.
 ///
 /// Equal uids are equal values: a string is held as a UUID exactly when it is that UUID's
 /// canonical form.
@@ -91,7 +93,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_api_server_uid_is_held_in_sixteen_bytes_and_reads_back_unchanged() {
+    fn an_api_server_uid_is_held_inline_and_reads_back_unchanged() {
         let s = "1b4e28ba-2fa1-11d2-883f-0016d3cca427";
         let uid = Uid::new(s);
         assert!(matches!(uid.0, Repr::Uuid(_)));

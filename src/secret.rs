@@ -139,8 +139,8 @@ struct Ownership {
     ours: bool,
 }
 
-/// What a Secret's metadata says, whoever asks: its identity and the operator's own
-/// labels, annotations and controller ownerReferences, as plain fields. The managed-Secret
+/// What a Secret's metadata says, whoever asks: its identity, and the operator's own
+/// labels, annotations and controller ownerReference as one shared [`SecretMarks`]. The managed-Secret
 /// cache keeps one per Secret instead of its [`ObjectMeta`] (about a third of the memory:
 /// no label and annotation maps); [`SecretFacts::relative_to`] turns it into the
 /// [`SecretMeta`] a reconcile decides on.
@@ -154,7 +154,7 @@ pub struct SecretFacts {
     pub name: Arc<str>,
     /// `metadata.namespace`.
     pub namespace: Arc<str>,
-    /// `metadata.uid` (16 bytes inline for the API server's UUIDs).
+    /// `metadata.uid` (inline for the API server's UUIDs).
     pub uid: Uid,
     /// `metadata.resourceVersion` (inline).
     pub resource_version: ResourceVersion,
@@ -216,7 +216,7 @@ impl SecretMarks {
 
     /// The one shared copy of these marks ([interned](crate::intern::Interner)).
     pub fn shared(self) -> Arc<SecretMarks> {
-        MARKS.share(&self, || Arc::new(self.clone()))
+        MARKS.share(self)
     }
 }
 

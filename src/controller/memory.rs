@@ -65,7 +65,7 @@ static STAMPS: LazyLock<Interner<Stamp>> = LazyLock::new(Interner::new);
 
 impl Stamp {
     fn shared(self) -> Arc<Stamp> {
-        STAMPS.share(&self, || Arc::new(self.clone()))
+        STAMPS.share(self)
     }
 }
 
