@@ -30,9 +30,9 @@ pub const CONTEST_WINDOW: Duration = Duration::from_secs(30);
 /// What the operator wrote (or last verified) at one target.
 ///
 /// The owner uid and the annotations written, the same in every copy of one resource, are
-/// one [interned](crate::intern::Interner) [`Stamp`] ([`Written::new`] and
-/// [`Written::holding`] share it): 5,000 records hold one copy. The Secret's uid and
-/// resourceVersions are held inline ([`crate::object_id`]).
+/// one [interned](crate::intern::Interner) [`Stamp`] ([`Written::holding`] shares it):
+/// 5,000 records hold one copy. The Secret's uid and resourceVersions are held inline
+/// ([`crate::object_id`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Written {
     /// Whose Secret it is and what was written in it (shared).
@@ -72,6 +72,10 @@ impl Stamp {
 impl Written {
     /// A record of the Secret with `uid` at `resource_version` (after the write, or as
     /// verified), for the resource with `owner_uid`; not seen deleted.
+    ///
+    /// Its stamp is shared by [`Written::holding`], which every record made by the
+    /// controller goes through: sharing it here as well would put a stamp without
+    /// annotations in the table for each record, only to replace it.
     pub fn new(owner_uid: &str, uid: &str, resource_version: &str) -> Self {
         let stamp = Stamp {
             owner_uid: owner_uid.into(),
@@ -79,7 +83,7 @@ impl Written {
             expires_at: None,
         };
         Self {
-            stamp: stamp.shared(),
+            stamp: Arc::new(stamp),
             uid: Uid::new(uid),
             resource_version: resource_version.into(),
             previous_version: None,
